@@ -1,0 +1,13 @@
+#pragma once
+// Each subcommand family registers itself on the root app; main.cpp calls these in order.
+#include <CLI/CLI.hpp>
+
+namespace pgolf::cli {
+
+void add_version_command(CLI::App& app);   // cmd_version.cpp
+void add_data_commands(CLI::App& app);     // cmd_data.cpp: data tokenizer|encode|inspect|bytes|default
+void add_train_command(CLI::App& app);     // cmd_train.cpp
+void add_selftest_command(CLI::App& app);  // cmd_selftest.cpp: CPU/GPU op parity
+void add_bench_command(CLI::App& app);     // cmd_bench.cpp
+
+}  // namespace pgolf::cli

@@ -1,0 +1,36 @@
+#pragma once
+// Scaled dot-product attention with GQA, causal masking, optional sliding window and optional
+// document isolation. GPU: fused flash-attention kernels (head_dim 64, T up to 4096). CPU: direct.
+#include "core/tensor.h"
+
+namespace pgolf::ops {
+
+struct AttnParams {
+  bool causal = true;
+  int window = 0;      // > 0: query i sees keys j with i - window < j <= i
+  float scale = 0.f;   // 0 means 1/sqrt(head_dim)
+};
+
+// q: (B, T, Hq, D), k, v: (B, T, Hkv, D), same dtype (f32|bf16); Hq % Hkv == 0 and query head h
+// reads kv head h / (Hq / Hkv).
+// doc_start: undefined, or (B, T) i32: key j is visible to query i only if j >= doc_start[b, i].
+// out: (B, T, Hq, D) same dtype as q ; lse: (B, Hq, T) f32 = natural-log sum-exp of the scaled,
+// masked scores of each query row (saved for the backward).
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
+                       const Tensor& out, const Tensor& lse, const AttnParams& p);
+// dq, dk, dv OVERWRITTEN, same shapes/dtypes as q, k, v.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
+                        const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                        const Tensor& dk, const Tensor& dv, const AttnParams& p);
+
+#if PGOLF_CUDA
+namespace cuda {
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
+                       const Tensor& out, const Tensor& lse, const AttnParams& p);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
+                        const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                        const Tensor& dk, const Tensor& dv, const AttnParams& p);
+}  // namespace cuda
+#endif
+
+}  // namespace pgolf::ops

@@ -1,0 +1,22 @@
+#pragma once
+// RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) [* gain].
+#include "core/tensor.h"
+
+namespace pgolf::ops {
+
+// x: (N, C) f32|bf16 ; gain: (C) f32 or undefined (weightless) ; y: (N, C) f32|bf16 (may alias x) ;
+// rstd: (N) f32, receives 1/sqrt(mean(x^2)+eps) for the backward.
+void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd, float eps);
+// dy: (N, C) ; dx: (N, C) OVERWRITTEN (may alias dy) ; dgain: (C) f32 ACCUMULATED, only when gain is defined.
+void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                      const Tensor& dgain);
+
+#if PGOLF_CUDA
+namespace cuda {
+void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd, float eps);
+void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                      const Tensor& dgain);
+}  // namespace cuda
+#endif
+
+}  // namespace pgolf::ops
