@@ -30,4 +30,9 @@ void write_shard(const std::string& path, const uint16_t* tokens, int64_t n_toke
 // fails naming the pattern when nothing matches.
 std::vector<std::string> list_shards(const std::string& pattern);
 
+// Largest token id in a shard (-1 when empty); streams the file in chunks.
+int max_token_id(const std::string& path);
+// Fails naming the shard when it holds an id >= vocab_size (a tokenizer / model vocabulary mismatch).
+void check_tokens_fit(const std::string& path, int vocab_size);
+
 }  // namespace pgolf::data

@@ -9,7 +9,8 @@ enum class Trans : uint8_t { N, T };
 
 // C = alpha * op(A) @ op(B) + beta * C, with op(A): (M, K), op(B): (K, N), C: (M, N).
 // A as stored is (M, K) for Trans::N and (K, M) for Trans::T; likewise B.
-// A and B share a dtype (f32 or bf16); C is f32 or bf16.
+// A and B share a dtype (f32 or bf16); C is f32 or bf16, except that f32 inputs need an f32 C
+// (cuBLASLt has no f32-input/bf16-output kernels; the CPU enforces the same rule).
 void matmul(const Tensor& A, Trans ta, const Tensor& B, Trans tb, const Tensor& C, float alpha = 1.f,
             float beta = 0.f);
 // Batched: A (Bt, ., .), B (Bt, ., .) or (., .) shared by every batch, C (Bt, M, N).

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
+# Usage: bash scripts/device-run.sh TASK...   (tasks: info parity attn matmul encode train300 tests)
+# Logs go to $OUT (or out/ when unset); a short summary table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+NCCL_DIR=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH="$PWD/.carry/bin:${NCCL_DIR}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PGOLF_SHARED_DIR="$PWD/.carry/shared"
+BIN=.carry/bin/pgolf
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+encode_bench() {
+  mkdir -p data-local/bench
+  /usr/bin/time -v $BIN data encode .carry/data/train --tokenizer .carry/data/tokenizers/fineweb_1024_bpe.model \
+    --out data-local/bench --prefix bench --val-docs 0 > "$OUT/encode16.log" 2>&1
+  note "encode (16 cores): $(grep -E 'MB/s|Elapsed' "$OUT/encode16.log" | tr '\n' ' ')"
+}
+
+train_run() {  # train_run NAME CONFIG [--set ...]
+  local name=$1 config=$2; shift 2
+  [ -f data-local/bench/bench_train_000000.bin ] || encode_bench
+  rm -rf "runs/$name"
+  $BIN train --config "$config" --run-dir "runs/$name" \
+    --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin \
+    --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  mkdir -p "$OUT/$name" && cp "runs/$name"/*.jsonl "runs/$name"/*.toml "$OUT/$name/" 2>/dev/null
+  note "train $name rc=$rc: $(grep -iE 'final|round.trip|peak' "$OUT/$name.log" | tail -4 | tr '\n' ' ')"
+  tail -25 "$OUT/$name.log"
+}
+
+for task in "$@"; do
+  case "$task" in
+    info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
+    tests) .carry/bin/pgolf_tests --gtest_brief=1 > "$OUT/tests.log" 2>&1; note "gtest rc=$? $(tail -3 "$OUT/tests.log" | tr '\n' ' ')" ;;
+    parity) $BIN selftest --gpu --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
+    attn) $BIN bench attention > "$OUT/bench-attn.log" 2>&1; note "attention bench rc=$?"; tail -15 "$OUT/bench-attn.log" ;;
+    matmul) $BIN bench matmul > "$OUT/bench-matmul.log" 2>&1; note "matmul bench rc=$?"; tail -15 "$OUT/bench-matmul.log" ;;
+    encode) encode_bench ;;
+    smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
+    train300) train_run baseline-300s configs/baseline-300s.toml ;;
+    *) note "unknown task $task" ;;
+  esac
+done
+echo "==== summary"; cat "$SUMMARY"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's main job: set up, build the default corpus (tokenizer + shards), train, then score.
+# On a machine with an NVIDIA GPU it trains configs/default-gpu.toml; otherwise configs/tiny-cpu.toml
+# (a few minutes on 2 cores). Extra arguments go to `pgolf train` (e.g. --set train.iterations=50).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --build-dir build
+PGOLF=build/pgolf
+$PGOLF version
+$PGOLF data default --out data-local/default
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && $PGOLF version | grep -q "cuda: on"; then
+  CONFIG=configs/default-gpu.toml
+else
+  CONFIG=configs/tiny-cpu.toml
+fi
+RUN_DIR=runs/main-$(date +%Y%m%d-%H%M%S)
+echo "main job: training $CONFIG into $RUN_DIR"
+$PGOLF train --config "$CONFIG" --run-dir "$RUN_DIR" "$@"
+echo "main job: done; results in $RUN_DIR (config.toml, metrics.jsonl, final scores above)"

@@ -1,0 +1,58 @@
+#pragma once
+// The parameter table: every trainable tensor with its metadata in one place (name, shape,
+// optimizer group, weight decay, quantizer role, init). Optimizers, checkpoints, safetensors,
+// quantization and the artifact all walk this table; nothing uses hard-coded indices.
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace pgolf::model {
+
+enum class OptGroup : uint8_t { Muon, AdamEmbed, AdamScalar };
+// What the quantizer should do with a tensor (issue "Quantization"): role decides bits and clip.
+enum class QuantRole : uint8_t { Embed, AttnQ, AttnK, AttnV, AttnO, MlpUp, MlpDown, Gate, Passthrough };
+// FirstRowOnes: row 0 is 1, the other rows 0 (resid_mix = [m0 = 1, m1 = 0]).
+enum class InitKind : uint8_t { Zeros, Ones, Constant, Normal, KaimingUniform, Orthogonal, FirstRowOnes };
+
+struct ParamSpec {
+  std::string name;       // reference module's tensor name, e.g. "blocks.0.attn.c_q.weight"
+  Shape shape;
+  OptGroup group = OptGroup::AdamScalar;
+  float weight_decay = 0.f;  // multiplier of the group's weight decay (0 = never decayed)
+  QuantRole quant = QuantRole::Passthrough;
+  InitKind init = InitKind::Zeros;
+  float init_value = 0.f;  // Constant value, or Normal std
+};
+
+struct Param {
+  ParamSpec spec;
+  Tensor value;    // f32 master copy
+  Tensor grad;     // f32, accumulated over micro-steps
+  Tensor compute;  // bf16 copy used by GPU matmuls (undefined when the model computes in f32)
+};
+
+class ParamTable {
+ public:
+  Param& add(ParamSpec spec);  // appends; names must be unique
+  Param& get(const std::string& name);
+  const Param& get(const std::string& name) const;
+  Param* find(const std::string& name);
+  const Param* find(const std::string& name) const;
+  std::vector<Param>& all() { return params_; }
+  const std::vector<Param>& all() const { return params_; }
+  int64_t count_elements() const;
+  // Allocate value/grad (and compute when `compute_dtype` is BF16) on `dev`.
+  void allocate(Device dev, DType compute_dtype);
+  void zero_grads();
+  // Refresh the bf16 compute copies from the f32 masters (after each optimizer step).
+  void sync_compute();
+  // Fill every value from its spec's InitKind (Philox: seed + a counter range per parameter index,
+  // so values do not depend on the device), then refresh the compute copies.
+  void init(uint64_t seed);
+
+ private:
+  std::vector<Param> params_;
+};
+
+}  // namespace pgolf::model

@@ -1,0 +1,91 @@
+#pragma once
+// The training configuration: a typed schema read from TOML (toml++), overridable by
+// `--set section.key=value`. Every key has a default equal to the reference baseline
+// (TECHNIQUES.md table (d1)); unknown keys are errors that list the closest known keys.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/gpt.h"
+
+namespace pgolf::train {
+
+struct TrainSection {
+  uint64_t seed = 1337;
+  int64_t iterations = 20000;
+  double max_wallclock_seconds = 600;   // 0 = no cap
+  int64_t train_batch_tokens = 524288;  // global tokens per optimizer step
+  int64_t seq_len = 1024;
+  int64_t grad_accum = 0;               // 0 = auto: 8 / world_size
+  int64_t warmup_steps = 20;            // compile warm-up steps, run then undone (no LR warm-up)
+  int64_t warmdown_iters = 1200;
+  double warmdown_frac = 0;             // > 0 selects the WARMDOWN_FRAC schedule (§6.6)
+  double min_lr = 0;                    // floor of the WARMDOWN_FRAC multiplier
+  std::string lr_schedule = "wallclock";  // wallclock | step
+  int64_t val_loss_every = 1000;        // 0 = only at the end
+  int64_t val_batch_tokens = 524288;    // tokens per validation step (split into micro-batches)
+  int64_t val_max_tokens = 0;           // 0 = the whole val stream; else a prefix (quick runs)
+  int64_t train_log_every = 200;
+  int64_t checkpoint_every = 0;         // 0 = only on signal
+  std::string device = "auto";          // cpu | cuda | auto
+  double peak_flops = 989e12;           // MFU denominator: H100 SXM bf16 dense
+  bool int8_roundtrip = true;           // final int8+zlib export and its val_bpb (§4.5)
+};
+
+struct OptimSection {
+  double matrix_lr = 0.04;
+  double scalar_lr = 0.04;
+  double tied_embed_lr = 0.05;
+  double muon_momentum = 0.95;
+  double muon_momentum_warmup_start = 0.85;
+  int64_t muon_momentum_warmup_steps = 500;
+  int64_t muon_backend_steps = 5;
+  bool nesterov = true;
+  std::string muon_coefficients = "baseline";  // baseline (3.4445, -4.7750, 2.0315) | polar_express
+  bool muon_row_normalize = false;             // MuonEq-R (§6.1)
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip_norm = 0;  // 0 = off
+  double muon_weight_decay = 0;
+  double embed_weight_decay = 0;
+  double scalar_weight_decay = 0;
+};
+
+struct DataSection {
+  std::string train = "data-local/default/default_train_*.bin";
+  std::string val = "data-local/default/default_val_*.bin";
+  std::string tokenizer = "data-local/default/default_1024_bpe.model";
+};
+
+struct OutputSection {
+  std::string run_dir = "runs/latest";
+};
+
+struct Config {
+  model::ModelConfig model;
+  std::string model_compute_dtype = "auto";  // auto (bf16 on cuda, f32 on cpu) | f32 | bf16
+  TrainSection train;
+  OptimSection optim;
+  DataSection data;
+  OutputSection output;
+};
+
+// Reads `path` over the defaults. Errors name the file, the key and the expected type.
+Config load_config_file(const std::string& path);
+// Parses TOML text (`origin` names it in errors) over `base`.
+Config parse_config_text(const std::string& text, const std::string& origin, Config base = Config{});
+// Applies "section.key=value" (value parsed by the key's type).
+void apply_override(Config& cfg, const std::string& assignment);
+// The resolved config as TOML (every key, stable order); parse_config_text(to_toml(c)) == c.
+std::string to_toml(const Config& cfg);
+// Keys in "section.key" form, for suggestions and docs.
+std::vector<std::string> known_keys();
+// Up to `n` known keys closest to `key` (edit distance), best first.
+std::vector<std::string> closest_keys(const std::string& key, size_t n = 3);
+// Cross-field checks (positive sizes, divisibility, enum values). Throws with a clear message.
+void validate(const Config& cfg, int world_size = 1);
+
+size_t edit_distance(const std::string& a, const std::string& b);
+
+}  // namespace pgolf::train

@@ -1,0 +1,100 @@
+#include "train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/reduce.h"
+#include "train/schedule.h"
+
+namespace pgolf::train {
+
+Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype)
+    : params_(params), cfg_(cfg), dev_(dev) {
+  std::vector<model::Param*> muon_params, adam_params;
+  for (auto& p : params.all()) {
+    if (p.spec.group == model::OptGroup::Muon) {
+      muon_params.push_back(&p);
+    } else {
+      adam_params.push_back(&p);
+      AdamGroupHP g;
+      const bool embed = p.spec.group == model::OptGroup::AdamEmbed;
+      g.lr = static_cast<float>(embed ? cfg.tied_embed_lr : cfg.scalar_lr);
+      g.weight_decay = static_cast<float>(embed ? cfg.embed_weight_decay : cfg.scalar_weight_decay);
+      g.beta1 = static_cast<float>(cfg.beta1);
+      g.beta2 = static_cast<float>(cfg.beta2);
+      g.eps = static_cast<float>(cfg.adam_eps);
+      adam_group_.push_back(g);
+    }
+  }
+  MuonOptions mo;
+  mo.coeffs = cfg.muon_coefficients == "polar_express" ? ns_coefficients_polar_express() : ns_coefficients_baseline();
+  mo.steps = static_cast<int>(cfg.muon_backend_steps);
+  mo.nesterov = cfg.nesterov;
+  mo.row_normalize = cfg.muon_row_normalize;
+  mo.ns_dtype = ns_dtype;
+  muon_ = std::make_unique<Muon>(std::move(muon_params), mo, dev);
+  adam_ = std::make_unique<Adam>(std::move(adam_params), dev);
+  hp_host_.assign(2 + 3 * muon_->size() + 8 * adam_->size(), 0.f);
+  hp_dev_ = Tensor::zeros(Shape{static_cast<int64_t>(hp_host_.size())}, DType::F32, dev);
+  norm_acc_ = Tensor::zeros(Shape{1}, DType::F32, dev);
+}
+
+double Optimizer::global_grad_norm() {
+  bool first = true;
+  for (auto& p : params_.all()) {
+    ops::sum_squares(p.grad, norm_acc_, !first);
+    first = false;
+  }
+  return std::sqrt(static_cast<double>(norm_acc_.to_float_vector()[0]));
+}
+
+double Optimizer::step(int64_t step, double lr_mult) {
+  double norm = -1;
+  float grad_scale = 1.f;
+  if (cfg_.grad_clip_norm > 0) {
+    norm = global_grad_norm();
+    grad_scale = static_cast<float>(std::min(1.0, cfg_.grad_clip_norm / (norm + 1e-6)));
+  }
+  const auto momentum = static_cast<float>(muon_momentum_at(cfg_, step));
+  size_t o = 0;
+  hp_host_[o++] = momentum;
+  hp_host_[o++] = grad_scale;
+  const auto muon_lr = static_cast<float>(cfg_.matrix_lr * lr_mult);
+  for (size_t i = 0; i < muon_->size(); ++i) {
+    auto v = muon_->apply_hp(i, muon_lr, static_cast<float>(cfg_.muon_weight_decay));
+    std::copy(v.begin(), v.end(), hp_host_.begin() + static_cast<std::ptrdiff_t>(o));
+    o += 3;
+  }
+  for (size_t i = 0; i < adam_->size(); ++i) {
+    AdamGroupHP g = adam_group_[i];
+    g.lr = static_cast<float>(g.lr * lr_mult);
+    auto v = adam_->hp_values(i, g, step + 1, grad_scale);
+    std::copy(v.begin(), v.end(), hp_host_.begin() + static_cast<std::ptrdiff_t>(o));
+    o += 8;
+  }
+  hp_dev_.copy_from(Tensor::from_blob(hp_host_.data(), hp_dev_.shape(), DType::F32, Device::CPU));
+
+  const int64_t muon_end = 2 + 3 * static_cast<int64_t>(muon_->size());
+  if (muon_->size()) muon_->step(hp_dev_.slice(0, 2), hp_dev_.slice(2, muon_end));
+  if (adam_->size()) adam_->step(hp_dev_.slice(muon_end, hp_dev_.numel()));
+  return norm;
+}
+
+std::vector<std::pair<std::string, Tensor>> Optimizer::state_tensors() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < muon_->size(); ++i)
+    out.emplace_back("muon.momentum." + muon_->params()[i]->spec.name, muon_->momentum_buffers()[i]);
+  for (size_t i = 0; i < adam_->size(); ++i) {
+    out.emplace_back("adam.m." + adam_->params()[i]->spec.name, adam_->first_moments()[i]);
+    out.emplace_back("adam.v." + adam_->params()[i]->spec.name, adam_->second_moments()[i]);
+  }
+  return out;
+}
+
+void Optimizer::reset_state() {
+  muon_->reset_state();
+  adam_->reset_state();
+}
+
+}  // namespace pgolf::train

@@ -1,0 +1,48 @@
+#pragma once
+// The combined optimizer of the baseline: Muon on OptGroup::Muon matrices, Adam on the tied
+// embedding (AdamEmbed) and on scalars/vectors (AdamScalar). Per-step hyperparameters live in
+// one small device tensor refreshed by a single host->device copy per step.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/params.h"
+#include "train/adam.h"
+#include "train/config.h"
+#include "train/muon.h"
+
+namespace pgolf::train {
+
+class Optimizer {
+ public:
+  // ns_dtype: the Newton–Schulz dtype (bf16 on GPU, f32 on CPU).
+  Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype);
+
+  // One update from the accumulated grads. `step` = updates done before this one (0-based),
+  // `lr_mult` from the schedule. With grad_clip_norm > 0 the global grad norm is read back (one
+  // sync) and every gradient is scaled by min(1, clip / (norm + 1e-6)) as torch's clip_grad_norm_.
+  // Returns the global grad norm when it was computed, else -1.
+  double step(int64_t step, double lr_mult);
+
+  // Every state tensor with a stable name, for checkpoints.
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
+  void reset_state();
+  Muon& muon() { return *muon_; }
+  Adam& adam() { return *adam_; }
+
+ private:
+  double global_grad_norm();
+
+  model::ParamTable& params_;
+  OptimSection cfg_;
+  Device dev_;
+  std::unique_ptr<Muon> muon_;
+  std::unique_ptr<Adam> adam_;
+  std::vector<AdamGroupHP> adam_group_;  // per Adam parameter
+  std::vector<float> hp_host_;
+  Tensor hp_dev_;   // [muon momentum (2) | muon apply (3 per matrix) | adam (8 per param)]
+  Tensor norm_acc_; // (1) f32 scratch for the grad norm
+};
+
+}  // namespace pgolf::train

@@ -1,0 +1,397 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <memory>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/stream.h"
+#include "data/bpb.h"
+#include "data/file_util.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "model/gpt.h"
+#include "ops/reduce.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/int8_export.h"
+#include "train/optimizer.h"
+#include "train/run_log.h"
+#include "train/schedule.h"
+
+namespace pgolf::train {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// Installs SIGINT/SIGTERM handlers that only set a flag (the loop finishes its step, checkpoints
+// and returns); restores the previous handlers on scope exit.
+class SignalScope {
+ public:
+  SignalScope() {
+    g_stop_signal.store(0);
+    prev_int_ = std::signal(SIGINT, on_stop_signal);
+    prev_term_ = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~SignalScope() {
+    std::signal(SIGINT, prev_int_);
+    std::signal(SIGTERM, prev_term_);
+  }
+
+ private:
+  void (*prev_int_)(int);
+  void (*prev_term_)(int);
+};
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+Device pick_device(const std::string& want) {
+  if (want == "cpu") return Device::CPU;
+  if (want == "cuda") {
+    PG_CHECK(cuda_available(), "config: train.device = \"cuda\" but no CUDA device is available (this build: {})",
+#if PGOLF_CUDA
+             "with CUDA"
+#else
+             "CPU only"
+#endif
+    );
+    return Device::CUDA;
+  }
+  return cuda_available() ? Device::CUDA : Device::CPU;
+}
+
+// Fails naming the shard when a token id does not fit the model's vocabulary.
+void check_token_range(const std::vector<std::string>& shards, int vocab, const char* what) {
+  for (const auto& path : shards) {
+    const std::vector<uint16_t> toks = data::read_shard(path);
+    if (toks.empty()) continue;
+    const int mx = *std::max_element(toks.begin(), toks.end());
+    PG_CHECK(mx < vocab, "{} shard {} holds token id {} but model.vocab_size is {} (shard from another tokenizer?)",
+             what, path, mx, vocab);
+  }
+}
+
+std::string fmt_eta(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<int64_t>(s + 0.5);
+  return t >= 3600 ? fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60) : fmt::format("{}m{:02d}s", t / 60, t % 60);
+}
+
+NamedTensors checkpoint_tensors(model::GPT& gpt, Optimizer& opt) {
+  NamedTensors t;
+  for (auto& p : gpt.params().all()) t.emplace_back("param." + p.spec.name, p.value);
+  for (auto& s : opt.state_tensors()) t.push_back(s);
+  return t;
+}
+
+}  // namespace
+
+std::string checkpoint_path(const std::string& run_dir) { return run_dir + "/checkpoint.bin"; }
+std::string config_path(const std::string& run_dir) { return run_dir + "/config.toml"; }
+
+double flops_per_token(const model::ModelConfig& m, int64_t n_params, int64_t seq_len) {
+  return 6.0 * static_cast<double>(n_params) +
+         6.0 * static_cast<double>(m.num_layers) * static_cast<double>(seq_len) * static_cast<double>(m.model_dim);
+}
+
+RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
+  Config cfg = cfg_in;
+  const int world = 1;
+  validate(cfg, world);
+  PG_CHECK(!opt.run_dir.empty(), "train: no run directory");
+  std::filesystem::create_directories(opt.run_dir);
+  const Device dev = pick_device(cfg.train.device);
+  cfg.model.act_dtype = cfg.model_compute_dtype == "bf16"  ? DType::BF16
+                        : cfg.model_compute_dtype == "f32" ? DType::F32
+                        : dev == Device::CUDA             ? DType::BF16
+                                                          : DType::F32;
+  data::write_file_atomic(config_path(opt.run_dir), to_toml(cfg));
+  RunLog log(opt.run_dir, opt.resume, opt.quiet);
+  log.line(fmt::format("pgolf train: run dir {} ({}), device {}, activations {}", opt.run_dir,
+                       opt.resume ? "resumed" : "new", device_name(dev), dtype_name(cfg.model.act_dtype)));
+  log.line("resolved config:\n" + to_toml(cfg));
+
+  // ---- data: shards, tokenizer, mismatch checks
+  const int V = cfg.model.vocab_size;
+  const int64_t T = cfg.train.seq_len;
+  const auto train_shards = data::list_shards(cfg.data.train);
+  check_token_range(train_shards, V, "train");
+  std::vector<uint16_t> val_tokens = data::load_val_tokens(cfg.data.val, T);
+  if (cfg.train.val_max_tokens > 0 && static_cast<int64_t>(val_tokens.size()) > cfg.train.val_max_tokens + 1)
+    val_tokens.resize(static_cast<size_t>((cfg.train.val_max_tokens / T) * T + 1));
+  {
+    const int mx = val_tokens.empty() ? 0 : *std::max_element(val_tokens.begin(), val_tokens.end());
+    PG_CHECK(mx < V, "val data {} holds token id {} but model.vocab_size is {} (val shard from another tokenizer?)",
+             cfg.data.val, mx, V);
+  }
+  data::ByteLuts luts;
+  const bool have_tokenizer = !cfg.data.tokenizer.empty();
+  if (have_tokenizer) {
+    luts = data::build_byte_luts(cfg.data.tokenizer, V);
+    PG_CHECK(luts.sp_vocab == V, "tokenizer {} has {} pieces but model.vocab_size is {}", cfg.data.tokenizer,
+             luts.sp_vocab, V);
+  } else {
+    // No tokenizer: every token counts one byte, so val_bpb is not meaningful (tests only).
+    luts.base_bytes.assign(static_cast<size_t>(V), 1);
+    luts.has_leading_space.assign(static_cast<size_t>(V), 0);
+    luts.is_boundary.assign(static_cast<size_t>(V), 0);
+    luts.sp_vocab = V;
+    log.line("warning: data.tokenizer is empty: val_bpb below counts one byte per token and is NOT a real bpb");
+  }
+
+  // ---- batch geometry (grad_accum = 8 / world unless set)
+  const int64_t accum = cfg.train.grad_accum > 0 ? cfg.train.grad_accum : std::max<int64_t>(1, 8 / world);
+  const int64_t micro_tokens = cfg.train.train_batch_tokens / (world * accum);
+  const int64_t B = micro_tokens / T;
+  const int64_t val_rows = std::max<int64_t>(1, cfg.train.val_batch_tokens / (world * accum) / T);
+
+  // ---- model, memory plan, optimizer
+  model::GPT gpt(cfg.model, dev);
+  gpt.init(cfg.train.seed);
+  const int64_t n_params = gpt.params().count_elements();
+  const double fpt = flops_per_token(cfg.model, n_params, T);
+  Arena arena(dev, "train");
+  const size_t plan = std::max(gpt.plan_bytes(B, T, true), gpt.plan_bytes(std::min(val_rows, B), T, false));
+  const size_t val_plan = val_rows > B ? gpt.plan_bytes(val_rows, T, false) : 0;
+  arena.reserve(std::max(plan, val_plan));
+  Optimizer optimizer(gpt.params(), cfg.optim, dev, dev == Device::CUDA ? DType::BF16 : DType::F32);
+  Validator validator(std::move(val_tokens), luts, T, val_rows, dev);
+  log.line(fmt::format("model: {} parameters, {:.1f} MFLOP/token; batch {} tokens = {} micro-steps x {} x {}; arena {:.1f} MiB; "
+                       "val {} rows ({} tokens, {} bytes)",
+                       n_params, fpt / 1e6, cfg.train.train_batch_tokens, accum, B, T,
+                       static_cast<double>(arena.capacity()) / (1 << 20), validator.rows(), validator.rows() * T,
+                       validator.scored_bytes()));
+
+  data::DistributedTokenLoader loader(cfg.data.train);
+  const data::DistributedTokenLoader::State loader_start = loader.state();
+  Tensor ids = Tensor::empty(Shape{B, T}, DType::I32, dev);
+  Tensor targets = Tensor::empty(Shape{B, T}, DType::I32, dev);
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
+  const float grad_scale = 1.f / static_cast<float>(B * T * accum);  // mean over the step's tokens
+
+  // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read).
+  auto train_step = [&](int64_t step, double lr_mult) -> double {
+    gpt.params().zero_grads();
+    loss_sum.zero_();
+    for (int64_t m = 0; m < accum; ++m) {
+      data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, 0, world, static_cast<int>(accum));
+      ids.copy_from(Tensor::from_blob(b.x.data(), ids.shape(), DType::I32, Device::CPU));
+      targets.copy_from(Tensor::from_blob(b.y.data(), targets.shape(), DType::I32, Device::CPU));
+      gpt.forward_backward(ids, targets, grad_scale, arena, loss_sum);
+    }
+    optimizer.step(step, lr_mult);
+    gpt.params().sync_compute();
+    return static_cast<double>(loss_sum.to_float_vector()[0]) / static_cast<double>(B * T * accum);
+  };
+
+  // ---- compile warm-up: run steps, then restore the initial state (no LR warm-up; §6.6)
+  if (cfg.train.warmup_steps > 0) {
+    std::vector<Tensor> saved;
+    for (auto& p : gpt.params().all()) saved.push_back(p.value.to(Device::CPU));
+    auto t = Clock::now();
+    for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(s, 1.0);
+    for (size_t i = 0; i < saved.size(); ++i) gpt.params().all()[i].value.copy_from(saved[i]);
+    gpt.params().sync_compute();
+    optimizer.reset_state();
+    loader.restore(loader_start);
+    device_synchronize();
+    log.line(fmt::format("warm-up: {} steps in {:.0f} ms, state restored", cfg.train.warmup_steps, ms_since(t)));
+  }
+
+  // ---- resume
+  TrainState st;
+  st.seed = cfg.train.seed;
+  const std::string ckpt = checkpoint_path(opt.run_dir);
+  if (opt.resume) {
+    st = load_checkpoint(ckpt, checkpoint_tensors(gpt, optimizer));
+    gpt.params().sync_compute();
+    loader.restore({st.loader_shard, st.loader_pos});
+    log.line(fmt::format("resumed from {} at step {} ({:.1f} s of training)", ckpt, st.step, st.elapsed_ms / 1000));
+  }
+  Tensor norm_scratch = Tensor::zeros(Shape{1}, DType::F32, dev);
+  auto save = [&](const char* why) {
+    // Never replace a good checkpoint with non-finite weights (a diverged step writes NaN params
+    // before its loss shows it).
+    bool first = true;
+    for (auto& p : gpt.params().all()) {
+      ops::sum_squares(p.value, norm_scratch, !first);
+      first = false;
+    }
+    const float sq = norm_scratch.to_float_vector()[0];
+    PG_CHECK(std::isfinite(sq), "parameters are not finite after step {}: stopping without writing a checkpoint. {}",
+             st.step,
+             std::filesystem::exists(ckpt) ? "The last good checkpoint " + ckpt + " is kept"
+                                           : std::string("No earlier checkpoint exists"));
+    auto s = loader.state();
+    st.loader_shard = s.shard;
+    st.loader_pos = s.pos;
+    save_checkpoint(ckpt, st, checkpoint_tensors(gpt, optimizer));
+    log.line(fmt::format("checkpoint: step {} -> {} ({})", st.step, ckpt, why));
+    log.event({{"type", "checkpoint"}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000}, {"why", why}});
+  };
+
+  const ScheduleParams sched = ScheduleParams::from(cfg);
+  const double cap_ms = cfg.train.max_wallclock_seconds * 1000.0;
+  const int64_t iters = cfg.train.iterations;
+  RunResult res;
+  SignalScope signals;
+  int64_t stop_after = -1;
+  int64_t steps_this_process = 0;
+  double steady_ms = 0;
+  int64_t steady_tokens = 0;
+  double log_ms = st.elapsed_ms;
+  int64_t log_step = st.step;
+
+  auto validate_now = [&](const char* type) {
+    auto t = Clock::now();
+    data::BpbAccumulator acc = validator.run(gpt, arena);
+    res.val_loss = acc.loss();
+    res.val_bpb = have_tokenizer ? acc.bpb() : std::numeric_limits<double>::quiet_NaN();
+    log.line(fmt::format("step:{}/{} val_loss:{:.4f} val_bpb:{:.4f} train_time:{:.0f}ms eval:{:.0f}ms", st.step, iters,
+                         res.val_loss, res.val_bpb, st.elapsed_ms, ms_since(t)));
+    nlohmann::json e = {{"type", type}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000},
+                        {"val_loss", res.val_loss}, {"eval_ms", ms_since(t)}};
+    e["val_bpb"] = have_tokenizer ? nlohmann::json(res.val_bpb) : nlohmann::json(nullptr);
+    log.event(e);
+  };
+
+  auto t0 = Clock::now();
+  double base_ms = st.elapsed_ms;  // training time accumulated before t0
+  while (true) {
+    const bool last = st.step >= iters || (stop_after >= 0 && st.step >= stop_after);
+    if (last || (cfg.train.val_loss_every > 0 && st.step % cfg.train.val_loss_every == 0)) {
+      device_synchronize();
+      base_ms += ms_since(t0);
+      st.elapsed_ms = base_ms;
+      validate_now(last ? "final" : "val");
+      t0 = Clock::now();
+    }
+    if (last) break;
+
+    const double elapsed = base_ms + ms_since(t0);
+    const double lr_mult = lr_multiplier(sched, st.step, elapsed);
+    auto step_t = Clock::now();
+    const double loss = train_step(st.step, lr_mult);  // reading the loss synchronises the device
+    const double step_ms = ms_since(step_t);
+    ++st.step;
+    ++steps_this_process;
+    st.tokens_seen += cfg.train.train_batch_tokens;
+    st.elapsed_ms = base_ms + ms_since(t0);
+    if (steps_this_process > 10) {
+      steady_ms += step_ms;
+      steady_tokens += cfg.train.train_batch_tokens;
+    }
+    if (opt.on_step) opt.on_step(st.step, loss);
+
+    if (!std::isfinite(loss)) {
+      log.event({{"type", "error"}, {"step", st.step}, {"train_loss", loss}, {"wallclock_s", st.elapsed_ms / 1000}});
+      const bool have_ckpt = std::filesystem::exists(ckpt);
+      PG_FAIL("training loss is {} at step {}: stopping. {}", loss, st.step,
+              have_ckpt ? "The last good checkpoint " + ckpt + " is kept (resume with --resume " + opt.run_dir + ")"
+                        : std::string("No checkpoint was written before it (use --checkpoint-every)."));
+    }
+
+    const double tok_s = static_cast<double>(cfg.train.train_batch_tokens) / (step_ms / 1000.0);
+    nlohmann::json ev = {{"type", "train"}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000},
+                         {"train_loss", loss}, {"lr_mult", lr_mult}, {"step_ms", step_ms}, {"tokens_per_s", tok_s}};
+    if (dev == Device::CUDA) ev["gpu_mem_gib"] = static_cast<double>(cuda_bytes_in_use()) / (1 << 30);
+    log.event(ev);
+
+    if (cfg.train.train_log_every > 0 && (st.step <= 10 || st.step % cfg.train.train_log_every == 0)) {
+      const double int_ms = st.elapsed_ms - log_ms;
+      const double rate = static_cast<double>((st.step - log_step) * cfg.train.train_batch_tokens) / (int_ms / 1000.0);
+      const double avg_ms = st.elapsed_ms / static_cast<double>(st.step);
+      const double eta_steps = static_cast<double>(iters - st.step) * avg_ms / 1000.0;
+      const double eta = cap_ms > 0 ? std::min(eta_steps, (cap_ms - st.elapsed_ms) / 1000.0) : eta_steps;
+      std::string mem = dev == Device::CUDA ? fmt::format(" mem:{:.2f}GiB peak:{:.2f}GiB",
+                                                          static_cast<double>(cuda_bytes_in_use()) / (1 << 30),
+                                                          static_cast<double>(cuda_peak_bytes()) / (1 << 30))
+                                            : std::string();
+      log.line(fmt::format("step:{}/{} train_loss:{:.4f} lr_mult:{:.4f} tok/s:{:.0f} step_ms:{:.1f} avg_ms:{:.1f} "
+                           "mfu:{:.1f}%{} train_time:{:.0f}ms eta:{}",
+                           st.step, iters, loss, lr_mult, rate, int_ms / static_cast<double>(st.step - log_step),
+                           avg_ms, 100.0 * rate * fpt / cfg.train.peak_flops, mem, st.elapsed_ms, fmt_eta(eta)));
+      log_ms = st.elapsed_ms;
+      log_step = st.step;
+    }
+    const double frac = std::max(static_cast<double>(st.step) / static_cast<double>(std::max<int64_t>(iters, 1)),
+                                 cap_ms > 0 ? st.elapsed_ms / cap_ms : 0.0);
+    log.progress(st.step, iters, frac, fmt::format("loss {:.4f} {:.0f} tok/s", loss, tok_s));
+
+    if (cfg.train.checkpoint_every > 0 && st.step % cfg.train.checkpoint_every == 0) {
+      const double ck_base = base_ms + ms_since(t0);
+      save("periodic");
+      base_ms = ck_base;  // checkpoint time is not training time
+      t0 = Clock::now();
+    }
+    const bool interrupt = g_stop_signal.load() != 0 ||
+                           (opt.interrupt_after_steps >= 0 && steps_this_process >= opt.interrupt_after_steps);
+    if (interrupt) {
+      log.end_progress();
+      const int sig = g_stop_signal.load();
+      save(sig == SIGTERM ? "SIGTERM" : "interrupt");
+      log.line(fmt::format("interrupted{}: checkpoint written at step {}; continue with: pgolf train --resume {}",
+                           sig ? fmt::format(" by signal {}", sig) : "", st.step, opt.run_dir));
+      res.steps = st.step;
+      res.interrupted = true;
+      res.train_ms = st.elapsed_ms;
+      return res;
+    }
+    if (stop_after < 0 && cap_ms > 0 && st.elapsed_ms >= cap_ms) {
+      stop_after = st.step;
+      log.line(fmt::format("stopping early: train_time:{:.0f}ms step:{}/{}", st.elapsed_ms, st.step, iters));
+    }
+  }
+  log.end_progress();
+  res.steps = st.step;
+  res.train_ms = st.elapsed_ms;
+  // Steady rate skips this process's first 10 steps (warm-up effects); short runs fall back to the average.
+  res.tokens_per_s = steady_ms > 0 ? static_cast<double>(steady_tokens) / (steady_ms / 1000.0)
+                     : st.elapsed_ms > 0 ? static_cast<double>(st.tokens_seen) / (st.elapsed_ms / 1000.0)
+                                         : 0;
+  res.peak_gpu_bytes = dev == Device::CUDA ? cuda_peak_bytes() : 0;
+  const double final_loss = res.val_loss, final_bpb = res.val_bpb;
+  save("final");
+
+  // ---- int8 + zlib round trip: the score of the dequantized model (§4.5)
+  if (cfg.train.int8_roundtrip) {
+    auto t = Clock::now();
+    const std::string blob = zlib_compress(int8_serialize(gpt.params()), 9);
+    const std::string path = opt.run_dir + "/final_model.int8.zlib";
+    data::write_file_atomic(path, blob);
+    int8_deserialize_into(zlib_decompress(data::read_file(path)), gpt.params());
+    gpt.params().sync_compute();
+    res.int8_zlib_bytes = static_cast<int64_t>(blob.size());
+    data::BpbAccumulator acc = validator.run(gpt, arena);
+    res.int8_val_loss = acc.loss();
+    res.int8_val_bpb = have_tokenizer ? acc.bpb() : std::numeric_limits<double>::quiet_NaN();
+    log.line(fmt::format("final_int8_zlib_roundtrip val_loss:{:.4f} val_bpb:{:.4f} bytes:{} ({}) in {:.0f} ms",
+                         res.int8_val_loss, res.int8_val_bpb, res.int8_zlib_bytes, path, ms_since(t)));
+  }
+  res.val_loss = final_loss;
+  res.val_bpb = final_bpb;
+  nlohmann::json fin = {{"type", "summary"}, {"step", res.steps}, {"wallclock_s", res.train_ms / 1000},
+                        {"val_loss", res.val_loss}, {"tokens_per_s", res.tokens_per_s},
+                        {"int8_zlib_bytes", res.int8_zlib_bytes}, {"int8_val_loss", res.int8_val_loss},
+                        {"peak_gpu_bytes", res.peak_gpu_bytes}, {"n_params", n_params},
+                        {"mfu", res.tokens_per_s * fpt / cfg.train.peak_flops}, {"peak_flops", cfg.train.peak_flops}};
+  fin["val_bpb"] = std::isfinite(res.val_bpb) ? nlohmann::json(res.val_bpb) : nlohmann::json(nullptr);
+  fin["int8_val_bpb"] = std::isfinite(res.int8_val_bpb) ? nlohmann::json(res.int8_val_bpb) : nlohmann::json(nullptr);
+  log.event(fin);
+  log.line(fmt::format("done: {} steps, {:.1f} s training, steady {:.0f} tok/s (MFU {:.1f}% of {:.0f} TFLOP/s), "
+                       "peak GPU memory {:.2f} GiB",
+                       res.steps, res.train_ms / 1000, res.tokens_per_s,
+                       100.0 * res.tokens_per_s * fpt / cfg.train.peak_flops, cfg.train.peak_flops / 1e12,
+                       static_cast<double>(res.peak_gpu_bytes) / (1 << 30)));
+  return res;
+}
+
+}  // namespace pgolf::train

@@ -1,0 +1,162 @@
+// Parity with an independent PyTorch implementation of the baseline (tools/golden/make_baseline_fixture.py,
+// float64): logits, loss and every gradient for one batch, and the losses of 3 optimizer steps.
+// Skipped when the fixture files are absent.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "model/gpt.h"
+#include "model/safetensors.h"
+#include "train/optimizer.h"
+
+namespace pgolf::model {
+namespace {
+
+struct Golden {
+  nlohmann::json scalars;
+  std::map<std::string, Tensor> io;
+  std::string weights_path;
+};
+
+// Fills `g` and returns true when the fixture exists; otherwise the caller skips.
+bool load_golden(Golden* g) {
+  const std::filesystem::path dir = std::filesystem::path(PGOLF_SOURCE_DIR) / "tests/fixtures/golden";
+  const auto weights = dir / "baseline_weights.safetensors", io = dir / "baseline_io.safetensors",
+             scalars = dir / "baseline_scalars.json";
+  if (!std::filesystem::exists(weights) || !std::filesystem::exists(io) || !std::filesystem::exists(scalars))
+    return false;
+  g->weights_path = weights.string();
+  for (auto& nt : read_safetensors(io.string())) g->io[nt.name] = nt.tensor;
+  std::ifstream f(scalars);
+  g->scalars = nlohmann::json::parse(f);
+  return true;
+}
+
+ModelConfig golden_config(const nlohmann::json& c) {
+  ModelConfig m;
+  m.vocab_size = c.at("vocab_size");
+  m.num_layers = c.at("num_layers");
+  m.model_dim = c.at("model_dim");
+  m.num_heads = c.at("num_heads");
+  m.num_kv_heads = c.at("num_kv_heads");
+  m.mlp_mult = c.at("mlp_mult");
+  m.rope_base = c.at("rope_base");
+  m.logit_softcap = c.at("logit_softcap");
+  m.norm_eps = c.at("norm_eps");
+  m.act_dtype = DType::F32;
+  return m;
+}
+
+// max |a - b| / max |b|: the error relative to the tensor's scale (elementwise relative error is
+// meaningless for entries near zero).
+double scaled_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+double mean_loss(GPT& m, const Tensor& ids, const Tensor& targets, Arena& arena) {
+  Tensor losses = Tensor::zeros(Shape{ids.numel()}, DType::F32);
+  m.forward_losses(ids, targets, arena, losses);
+  double s = 0;
+  for (float v : losses.to_float_vector()) s += v;
+  return s / static_cast<double>(ids.numel());
+}
+
+TEST(GoldenBaseline, LogitsLossAndGradientsMatchPyTorch) {
+  Golden g;
+  if (!load_golden(&g)) GTEST_SKIP() << "no fixture in tests/fixtures/golden (see tools/golden/README.md)";
+  const ModelConfig cfg = golden_config(g.scalars.at("config"));
+  GPT m(cfg, Device::CPU);
+  import_params(m.params(), g.weights_path);
+  const Tensor& ids = g.io.at("ids");
+  const Tensor& targets = g.io.at("targets");
+  const int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
+  Arena arena(Device::CPU);
+  arena.reserve(m.plan_bytes(B, T));
+
+  Tensor z = Tensor::zeros(Shape{N, cfg.vocab_size}, DType::F32);
+  m.forward_logits(ids, arena, z);
+  std::vector<float> capped = z.to_float_vector();
+  for (float& v : capped) v = cfg.logit_softcap * std::tanh(v / cfg.logit_softcap);
+  EXPECT_LT(scaled_error(capped, g.io.at("logits").to_float_vector()), 1e-5);
+
+  m.params().zero_grads();
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
+  m.forward_backward(ids, targets, 1.f / static_cast<float>(N), arena, loss_sum);
+  const double loss = loss_sum.to_float_vector()[0] / static_cast<double>(N), want = g.scalars.at("loss");
+  EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want));
+
+  double worst = 0;
+  std::string worst_name;
+  for (const Param& p : m.params().all()) {
+    auto it = g.io.find("grad." + p.spec.name);
+    ASSERT_NE(it, g.io.end()) << "fixture has no gradient for " << p.spec.name;
+    ASSERT_EQ(it->second.shape(), p.spec.shape) << p.spec.name;
+    const double e = scaled_error(p.grad.to_float_vector(), it->second.to_float_vector());
+    EXPECT_LT(e, 1e-5) << p.spec.name;  // f32 vs float64: observed < 1e-6
+    if (e > worst) worst = e, worst_name = p.spec.name;
+  }
+  std::printf("golden: loss %.9f vs %.9f, worst gradient error %.2e (%s)\n", loss, want, worst, worst_name.c_str());
+}
+
+TEST(GoldenBaseline, ThreeOptimizerStepsMatchPyTorch) {
+  Golden g;
+  if (!load_golden(&g)) GTEST_SKIP() << "no fixture in tests/fixtures/golden (see tools/golden/README.md)";
+  const nlohmann::json& o = g.scalars.at("optimizer");
+  ASSERT_EQ(o.at("lr_schedule"), "constant");
+  ASSERT_FALSE(o.at("momentum_warmup").get<bool>());
+  const ModelConfig cfg = golden_config(g.scalars.at("config"));
+  GPT m(cfg, Device::CPU);
+  import_params(m.params(), g.weights_path);
+
+  train::OptimSection oc;
+  oc.matrix_lr = o.at("matrix_lr");
+  oc.scalar_lr = o.at("scalar_lr");
+  oc.tied_embed_lr = o.at("tied_embed_lr");
+  oc.muon_momentum = o.at("muon_momentum");
+  oc.muon_momentum_warmup_steps = 0;  // the fixture uses a constant momentum
+  oc.muon_backend_steps = o.at("backend_steps");
+  oc.nesterov = o.at("nesterov");
+  oc.beta1 = o.at("beta1");
+  oc.beta2 = o.at("beta2");
+  oc.adam_eps = o.at("adam_eps");
+  train::Optimizer opt(m.params(), oc, Device::CPU, DType::F32);
+
+  const Tensor& ids = g.io.at("ids");
+  const Tensor& targets = g.io.at("targets");
+  const int64_t N = ids.numel();
+  Arena arena(Device::CPU);
+  arena.reserve(m.plan_bytes(ids.dim(0), ids.dim(1)));
+  const auto& want = g.scalars.at("opt_losses");
+  const int steps = o.at("steps");
+  ASSERT_EQ(want.size(), static_cast<size_t>(steps) + 1);
+  EXPECT_NEAR(mean_loss(m, ids, targets, arena), want[0].get<double>(), 1e-5 * std::fabs(want[0].get<double>()));
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
+  for (int s = 0; s < steps; ++s) {
+    m.params().zero_grads();
+    m.forward_backward(ids, targets, 1.f / static_cast<float>(N), arena, loss_sum);
+    opt.step(s, 1.0);
+    m.params().sync_compute();
+    const double w = want[static_cast<size_t>(s) + 1], got = mean_loss(m, ids, targets, arena);
+    EXPECT_NEAR(got, w, 2e-5 * std::fabs(w)) << "after step " << s + 1;  // observed ~1e-7
+    std::printf("golden: loss after optimizer step %d: %.7f vs %.7f\n", s + 1, got, w);
+  }
+  for (const Param& p : m.params().all()) {
+    double ss = 0;
+    for (float v : p.value.to_float_vector()) ss += double(v) * v;
+    const double w = g.scalars.at("opt_param_sumsq").at(p.spec.name);
+    EXPECT_NEAR(ss, w, 1e-4 * w + 1e-9) << p.spec.name;
+  }
+}
+
+}  // namespace
+}  // namespace pgolf::model

@@ -1,0 +1,159 @@
+// End-to-end trainer tests on a tiny model on the CPU: resume bit-identity, NaN stop, bad input.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/file_util.h"
+#include "data/shard.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+using namespace pgolf;
+using namespace pgolf::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TinyRun {
+  std::string dir;
+  Config cfg;
+
+  explicit TinyRun(const std::string& name) {
+    dir = (fs::temp_directory_path() / fmt::format("pgolf_train_{}_{}", name, ::getpid())).string();
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/data");
+    // A token stream with structure (a noisy repeating pattern) so the loss can fall.
+    std::mt19937 g(5);
+    std::vector<uint16_t> toks(6000);
+    for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<uint16_t>((i * 7 + (g() % 3)) % 48);
+    data::write_shard(dir + "/data/t_train_000000.bin", toks.data(), 4000);
+    data::write_shard(dir + "/data/t_train_000001.bin", toks.data() + 4000, 1500);
+    data::write_shard(dir + "/data/t_val_000000.bin", toks.data() + 5500, 500);
+    cfg.model.vocab_size = 64;
+    cfg.model.num_layers = 2;
+    cfg.model.model_dim = 32;
+    cfg.model.num_heads = 2;
+    cfg.model.num_kv_heads = 1;
+    cfg.train.seq_len = 16;
+    cfg.train.train_batch_tokens = 128;  // 2 micro-steps of 4 x 16
+    cfg.train.grad_accum = 2;
+    cfg.train.iterations = 6;
+    cfg.train.max_wallclock_seconds = 0;
+    cfg.train.lr_schedule = "step";
+    cfg.train.warmdown_iters = 3;
+    cfg.train.warmup_steps = 2;
+    cfg.train.val_loss_every = 0;
+    cfg.train.val_batch_tokens = 128;
+    cfg.train.train_log_every = 0;
+    cfg.train.device = "cpu";
+    cfg.optim.muon_momentum_warmup_steps = 4;
+    cfg.data.train = dir + "/data/t_train_*.bin";
+    cfg.data.val = dir + "/data/t_val_*.bin";
+    cfg.data.tokenizer = "";
+  }
+  ~TinyRun() { fs::remove_all(dir); }
+
+  RunOptions opts(const std::string& run, std::vector<double>* losses) const {
+    RunOptions o;
+    o.run_dir = dir + "/" + run;
+    o.quiet = true;
+    if (losses) o.on_step = [losses](int64_t, double l) { losses->push_back(l); };
+    return o;
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Trainer, ResumeIsBitIdentical) {
+  TinyRun t("resume");
+  std::vector<double> full, part;
+  RunResult a = run_training(t.cfg, t.opts("full", &full));
+  ASSERT_EQ(full.size(), 6u);
+  EXPECT_EQ(a.steps, 6);
+  EXPECT_LT(full.back(), full.front());  // it learns
+
+  RunOptions o = t.opts("split", &part);
+  o.interrupt_after_steps = 3;
+  RunResult b = run_training(t.cfg, o);
+  EXPECT_TRUE(b.interrupted);
+  EXPECT_EQ(b.steps, 3);
+  ASSERT_TRUE(fs::exists(checkpoint_path(o.run_dir)));
+  o.interrupt_after_steps = -1;
+  o.resume = true;
+  RunResult c = run_training(t.cfg, o);
+  ASSERT_EQ(part.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(full[i], part[i]) << "step " << i + 1;
+  EXPECT_EQ(a.val_loss, c.val_loss);
+  EXPECT_EQ(a.int8_val_loss, c.int8_val_loss);
+  EXPECT_GT(a.int8_zlib_bytes, 0);
+  EXPECT_TRUE(fs::exists(config_path(o.run_dir)));
+
+  // metrics.jsonl holds one "train" event per step over both processes, and a final val.
+  std::ifstream in(o.run_dir + "/metrics.jsonl");
+  int train_events = 0, final_events = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    train_events += j["type"] == "train";
+    final_events += j["type"] == "final";
+  }
+  EXPECT_EQ(train_events, 6);
+  EXPECT_EQ(final_events, 1);
+}
+
+TEST(Trainer, NonFiniteStopsAndKeepsTheLastGoodCheckpoint) {
+  TinyRun t("nan");
+  t.cfg.train.warmup_steps = 0;
+  RunOptions o = t.opts("run", nullptr);
+  o.interrupt_after_steps = 2;
+  run_training(t.cfg, o);
+  const std::string before = data::read_file(checkpoint_path(o.run_dir));
+
+  Config bad = t.cfg;
+  bad.optim.scalar_lr = std::nan("");
+  bad.train.checkpoint_every = 1;
+  o.interrupt_after_steps = -1;
+  o.resume = true;
+  std::string e = error_of([&] { run_training(bad, o); });
+  EXPECT_NE(e.find("not finite after step 3"), std::string::npos) << e;
+  EXPECT_NE(e.find("last good checkpoint"), std::string::npos) << e;
+  EXPECT_EQ(data::read_file(checkpoint_path(o.run_dir)), before);
+
+  bad.train.checkpoint_every = 0;  // no checkpoint in the way: the loss itself reports the step
+  e = error_of([&] { run_training(bad, o); });
+  EXPECT_NE(e.find("training loss is nan at step 4"), std::string::npos) << e;
+  EXPECT_EQ(data::read_file(checkpoint_path(o.run_dir)), before);
+}
+
+TEST(Trainer, RejectsTokensOutsideTheVocabulary) {
+  TinyRun t("vocab");
+  t.cfg.model.vocab_size = 32;  // the shards hold ids up to 47
+  std::string e = error_of([&] { run_training(t.cfg, t.opts("run", nullptr)); });
+  EXPECT_NE(e.find("t_train_000000.bin"), std::string::npos) << e;
+  EXPECT_NE(e.find("vocab_size is 32"), std::string::npos) << e;
+}
+
+TEST(Trainer, TokenizerVocabMismatchIsAnError) {
+  const char* shared = std::getenv("PGOLF_SHARED_DIR");
+  std::string tok = std::string(shared ? shared : PGOLF_SOURCE_DIR "/../shared") + "/data/tokenizers/fineweb_1024_bpe.model";
+  if (!fs::exists(tok)) GTEST_SKIP() << "no " << tok;
+  TinyRun t("tok");
+  t.cfg.data.tokenizer = tok;  // 1024 pieces, model vocab 64
+  std::string e = error_of([&] { run_training(t.cfg, t.opts("run", nullptr)); });
+  EXPECT_NE(e.find("fineweb_1024_bpe.model"), std::string::npos) << e;
+}
