@@ -22,6 +22,8 @@ ldd "$BUILD/pgolf" "$BUILD/pgolf_tests" | awk '/=> \//{print $3}' | sort -u | wh
     *) cp -L "$lib" .carry/bin/ ;;
   esac
 done
+# The carry limit is 64 MiB: compress anything big (device-run.sh unpacks it).
+find .carry/bin -maxdepth 1 -type f -size +4M ! -name pgolf ! -name pgolf_tests -exec xz -T0 -6 {} \;
 if [ ! -f .carry/data/.done ]; then
   (cd "$SHARED/data" && find . -name '*.jsonl.xz' ! -path './fineweb/pg-val-prefix-sp1024/*' | sort) > .carry/data/train-files.txt
   mkdir -p .carry/data/train .carry/data/val .carry/data/tokenizers

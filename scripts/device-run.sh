@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 NCCL_DIR=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+# Large libraries travel xz-compressed (the carry limit is 64 MiB): unpack them once.
+for z in .carry/bin/*.xz; do [ -e "$z" ] && [ ! -e "${z%.xz}" ] && xz -dk "$z"; done
 export LD_LIBRARY_PATH="$PWD/.carry/bin:${NCCL_DIR}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PGOLF_SHARED_DIR="$PWD/.carry/shared"
 BIN=.carry/bin/pgolf
@@ -38,7 +40,9 @@ for task in "$@"; do
   case "$task" in
     info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
     tests) .carry/bin/pgolf_tests --gtest_brief=1 > "$OUT/tests.log" 2>&1; note "gtest rc=$? $(tail -3 "$OUT/tests.log" | tr '\n' ' ')" ;;
-    parity) $BIN selftest --gpu --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
+    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*' > "$OUT/gputests.log" 2>&1
+      note "gpu gtests rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gputests.log" | tr '\n' ' ')"; grep -E 'FAILED|Failure|error' "$OUT/gputests.log" | head -20 ;;
+    parity) $BIN selftest --gpu ${PARITY_ARGS:-} --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
     attn) $BIN bench attention > "$OUT/bench-attn.log" 2>&1; note "attention bench rc=$?"; tail -15 "$OUT/bench-attn.log" ;;
     matmul) $BIN bench matmul > "$OUT/bench-matmul.log" 2>&1; note "matmul bench rc=$?"; tail -15 "$OUT/bench-matmul.log" ;;
     encode) encode_bench ;;

@@ -4,11 +4,18 @@
 # (a few minutes on 2 cores). Extra arguments go to `pgolf train` (e.g. --set train.iterations=50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --build-dir build
+# Without a GPU the CUDA kernels are never used: skip compiling them (minutes on a small machine).
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  HAVE_GPU=1
+  scripts/setup.sh --build-dir build
+else
+  HAVE_GPU=0
+  scripts/setup.sh --build-dir build --cpu-only
+fi
 PGOLF=build/pgolf
 $PGOLF version
 $PGOLF data default --out data-local/default
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && $PGOLF version | grep -q "cuda: on"; then
+if [ "$HAVE_GPU" = 1 ] && $PGOLF version | grep -q "cuda: on"; then
   CONFIG=configs/default-gpu.toml
 else
   CONFIG=configs/tiny-cpu.toml

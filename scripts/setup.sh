@@ -22,6 +22,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config ccache git xz-utils zstd
   libopenblas-dev liblapacke-dev libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev libcli11-dev
   libfmt-dev nlohmann-json3-dev libxxhash-dev
   jargon-text dict-devil)
+# Headless Chromium for the report's browser test (tests/report); opt-in locally, always on CI.
+if [ "${PGOLF_WITH_BROWSER:-0}" = 1 ] || [ "${CI:-}" = true ]; then PACKAGES+=(chromium); fi
 if [ -n "${PGOLF_EXTRA_PACKAGES:-}" ]; then
   # shellcheck disable=SC2206
   PACKAGES+=(${PGOLF_EXTRA_PACKAGES})

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "dist/comm.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -48,7 +49,18 @@ void run_train(const TrainArgs& a) {
   if (opt.run_dir.empty()) opt.run_dir = cfg.output.run_dir;
   cfg.output.run_dir = opt.run_dir;
   opt.quiet = a.quiet;
+  // Data parallel: a loopback rank of `pgolf launch --loopback`, or NCCL when launched as a rank (docs/DISTRIBUTED.md).
+  std::unique_ptr<dist::Communicator> nccl;
+  opt.comm = dist::thread_comm();
+  if (!opt.comm) {
+    const dist::RankInfo info = dist::rank_info_from_env();
+    if (info.source != "single") {
+      nccl = dist::make_nccl_comm(info, dist::fnv1a64(train::to_toml(cfg)));
+      opt.comm = nccl.get();
+    }
+  }
   train::RunResult r = train::run_training(cfg, opt);
+  if (opt.comm && opt.comm->rank() != 0) return;
   if (r.interrupted) {
     std::printf("pgolf train: stopped cleanly at step %lld; resume with: pgolf train --resume %s\n",
                 static_cast<long long>(r.steps), opt.run_dir.c_str());

@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   pgolf::cli::add_train_command(app);
   pgolf::cli::add_selftest_command(app);
   pgolf::cli::add_bench_command(app);
+  pgolf::cli::add_pack_commands(app);
+  pgolf::cli::add_eval_command(app);
+  pgolf::cli::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,10 +1,11 @@
-// The baseline GPT (TECHNIQUES.md §4.1-4.2): embedding + RMSNorm, U-Net encoder/decoder halves with
-// LIFO skips, blocks with resid_mix / attn_scale / mlp_scale, q/k RMSNorm + RoPE + q_gain causal GQA
-// attention, ReLU^2 MLP, final RMSNorm, tied head with logit soft-cap. Parameter names and shapes
-// are those of the reference PyTorch module so safetensors files interchange.
+// The GPT family (TECHNIQUES.md §4.1-4.2 and §5): parameters, init and the entry points. The
+// forward itself is in gpt_forward.cpp, the configuration checks in model_config.cpp. Parameter
+// names and shapes are those of the reference PyTorch module so safetensors files interchange.
 #include "model/gpt.h"
 
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "model/tape.h"
 #include "ops/elementwise.h"
@@ -13,29 +14,6 @@
 namespace pgolf::model {
 
 namespace {
-
-ops::Act parse_activation(const std::string& name) {
-  if (name == "relu2") return ops::Act::Relu2;
-  if (name == "leaky_relu2") return ops::Act::LeakyRelu2;
-  PG_FAIL("model: unknown activation '{}' (expected relu2 or leaky_relu2)", name);
-}
-
-void check_config(const ModelConfig& c) {
-  PG_CHECK(c.vocab_size > 0 && c.num_layers > 0 && c.model_dim > 0, "model: vocab {}, layers {}, dim {} must be > 0",
-           c.vocab_size, c.num_layers, c.model_dim);
-  PG_CHECK(c.num_heads > 0 && c.model_dim % c.num_heads == 0, "model: model_dim {} is not a multiple of num_heads {}",
-           c.model_dim, c.num_heads);
-  PG_CHECK(c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
-           "model: num_heads {} is not a multiple of num_kv_heads {}", c.num_heads, c.num_kv_heads);
-  PG_CHECK(c.head_dim() % 2 == 0, "model: head_dim {} must be even for RoPE", c.head_dim());
-  PG_CHECK(c.rope_dims >= 0 && c.rope_dims <= c.head_dim() && c.rope_dims % 2 == 0,
-           "model: rope_dims {} must be even and <= head_dim {}", c.rope_dims, c.head_dim());
-  PG_CHECK(c.mlp_hidden() > 0, "model: mlp_mult {} gives no hidden units", c.mlp_mult);
-  PG_CHECK(c.tie_embeddings, "model: untied embeddings are not implemented (tie_embeddings = false)");
-  PG_CHECK(c.act_dtype == DType::F32 || c.act_dtype == DType::BF16, "model: act_dtype must be f32 or bf16, got {}",
-           dtype_name(c.act_dtype));
-  parse_activation(c.activation);
-}
 
 // Restores an arena's top on every exit path, exceptions included.
 struct ArenaScope {
@@ -55,15 +33,50 @@ void check_batch(const char* what, const Tensor& ids, const Tensor& targets, Dev
 
 }  // namespace
 
-GPT::GPT(const ModelConfig& cfg, Device dev) : cfg_(cfg), dev_(dev) {
-  check_config(cfg_);
+GPT::GPT(const ModelConfig& cfg, Device dev, SpecsOnly) : cfg_(cfg), dev_(dev) {
+  check_model_config(cfg_);
   build_params();
+}
+
+GPT::GPT(const ModelConfig& cfg, Device dev) : GPT(cfg, dev, SpecsOnly{}) {
   params_.allocate(dev_, cfg_.act_dtype);
   const int H = cfg_.num_heads, D = cfg_.head_dim();
+  const int64_t d = cfg_.model_dim;
   std::vector<float> expand(static_cast<size_t>(H) * H * D, 0.f);
   for (int h = 0; h < H; ++h)
-    for (int d = 0; d < D; ++d) expand[static_cast<size_t>(h) * H * D + static_cast<size_t>(h) * D + d] = 1.f;
+    for (int k = 0; k < D; ++k) expand[static_cast<size_t>(h) * H * D + static_cast<size_t>(h) * D + k] = 1.f;
   head_expand_ = Tensor::from_vector(expand, Shape{H, static_cast<int64_t>(H) * D}, dev_);
+  ones_d_ = Tensor::from_vector(std::vector<float>(static_cast<size_t>(d), 1.f), Shape{d}, dev_);
+  row_expand_ = ones_d_.view(Shape{1, d});
+  if (cfg_.ln_scale) {
+    ln_scales_.resize(static_cast<size_t>(cfg_.num_layers));
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      Param& s = ln_scales_[static_cast<size_t>(l)];
+      s.spec = ParamSpec{fmt::format("ln_scale.{}", l), Shape{1}};
+      s.value = Tensor::from_vector(std::vector<float>{1.f / std::sqrt(static_cast<float>(l + 1))}, Shape{1}, dev_);
+      s.grad = Tensor::zeros(Shape{1}, DType::F32, dev_);
+    }
+  }
+  // A fresh model is in its final (looped) state, the one evaluation and checkpoint loaders need;
+  // the trainer's set_training_fraction switches looping off until loop_enable_frac.
+  looping_ = cfg_.has_loop();
+}
+
+ParamTable GPT::describe(const ModelConfig& cfg) { return GPT(cfg, Device::CPU, SpecsOnly{}).params_; }
+
+int GPT::num_skip_weights() const {
+  const int n = static_cast<int>(layer_schedule(cfg_, cfg_.has_loop()).size());
+  return std::min(n / 2, n - n / 2);
+}
+
+void GPT::set_training_fraction(double frac) {
+  looping_ = cfg_.has_loop() && frac >= static_cast<double>(cfg_.loop_enable_frac);
+}
+
+void GPT::set_looping(bool on) {
+  PG_CHECK(!on || cfg_.has_loop(), "set_looping: the model has no loop segment (loop_passes = {}, loop_start = {})",
+           cfg_.loop_passes, cfg_.loop_start);
+  looping_ = on;
 }
 
 void GPT::build_params() {
@@ -81,7 +94,10 @@ void GPT::build_params() {
   };
   tok_emb_ = add("tok_emb.weight", Shape{V, d}, OptGroup::AdamEmbed, QuantRole::Embed, InitKind::Normal,
                  cfg_.tied_embed_init_std);
-  if (num_skip_weights() > 0) skip_weights_ = control("skip_weights", Shape{num_skip_weights(), d}, InitKind::Ones);
+  if (num_skip_weights() > 0) {
+    skip_weights_ = control("skip_weights", Shape{num_skip_weights(), d}, InitKind::Ones);
+    if (cfg_.skip_gates) skip_gates_ = control("skip_gates", Shape{num_skip_weights(), d}, InitKind::Zeros);
+  }
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const std::string b = fmt::format("blocks.{}.", i);
     BlockParams bp{};
@@ -105,60 +121,6 @@ void GPT::init(uint64_t seed) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The forward pass, written once.
-
-Var GPT::forward(Tape& tp, const Tensor& ids) {
-  const int64_t B = ids.dim(0), T = ids.dim(1);
-  Var x = tp.embedding(ids.view(Shape{B * T}), p(tok_emb_));  // (B*T, d)
-  x = tp.rmsnorm(x);
-  const Var x0 = x;
-  std::vector<Var> skips;  // encoder outputs, consumed LIFO by the decoder
-  skips.reserve(static_cast<size_t>(num_encoder_layers()));
-  for (int i = 0; i < num_encoder_layers(); ++i) {
-    x = block(tp, blocks_[static_cast<size_t>(i)], x, x0, B, T);
-    skips.push_back(x);
-  }
-  for (int j = 0; j < num_decoder_layers(); ++j) {
-    if (!skips.empty()) {
-      x = tp.add_mul_channel(x, chan_row(p(skip_weights_), j), skips.back());  // x + w_j * skip
-      skips.pop_back();
-    }
-    x = block(tp, blocks_[static_cast<size_t>(num_encoder_layers() + j)], x, x0, B, T);
-  }
-  x = tp.rmsnorm(x);
-  return tp.linear(x, p(tok_emb_));  // (B*T, V) tied head
-}
-
-Var GPT::block(Tape& tp, const BlockParams& bp, const Var& x, const Var& x0, int64_t B, int64_t T) {
-  Param& mix = p(bp.resid_mix);
-  Var x_in = tp.mix_channel(chan_row(mix, 0), x, chan_row(mix, 1), x0);            // (B*T, d)
-  Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)), attention(tp, bp, tp.rmsnorm(x_in), B, T));
-  return tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, tp.rmsnorm(x1)));
-}
-
-Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T) {
-  const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim(), N = B * T;
-  const int rot = cfg_.rope_dims > 0 ? cfg_.rope_dims : static_cast<int>(D);
-  Var q = tp.linear(n, p(bp.c_q));  // (N, H*D)
-  Var k = tp.linear(n, p(bp.c_k));  // (N, Hkv*D)
-  Var v = tp.linear(n, p(bp.c_v));  // (N, Hkv*D)
-  q = tp.rmsnorm(tp.view(q, Shape{N * H, D}));  // per-head RMSNorm
-  k = tp.rmsnorm(tp.view(k, Shape{N * Hkv, D}));
-  q = tp.rope(tp.view(q, Shape{B, T, H, D}), rot, cfg_.rope_base);
-  k = tp.rope(tp.view(k, Shape{B, T, Hkv, D}), rot, cfg_.rope_base);
-  q = tp.mul_head(tp.view(q, Shape{N, H * D}), p(bp.q_gain), head_expand_);
-  ops::AttnParams ap;  // causal, scale 1/sqrt(D)
-  Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap);
-  return tp.linear(tp.view(y, Shape{N, H * D}), p(bp.attn_proj));  // (N, d)
-}
-
-Var GPT::mlp(Tape& tp, const BlockParams& bp, const Var& n) {
-  Var h = tp.linear(n, p(bp.fc));  // (N, hidden)
-  h = tp.activation(h, parse_activation(cfg_.activation), cfg_.leaky_slope);
-  return tp.linear(h, p(bp.mlp_proj));  // (N, d)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Entry points.
 
 void GPT::forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale, Arena& arena,
@@ -169,11 +131,13 @@ void GPT::forward_backward(const Tensor& ids, const Tensor& targets, float grad_
   ArenaScope scope(arena);
   const int64_t N = ids.numel();
   Tape tp(arena, cfg_.act_dtype, cfg_.norm_eps, /*record_grads=*/true);
-  Var logits = forward(tp, ids);
+  std::vector<SkipGateMix> gates;
+  Var logits = forward(tp, ids, &gates);
   Tensor losses = arena.alloc(Shape{N}, DType::F32, "token losses");
   tp.softcap_cross_entropy(logits, targets.view(Shape{N}), cfg_.logit_softcap, losses, grad_scale);
   if (!arena.measuring()) ops::sum(losses, loss_sum, /*accumulate=*/true);
   tp.backward();
+  apply_skip_gate_grads(gates, arena);
 }
 
 void GPT::forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena, const Tensor& losses) {
@@ -183,7 +147,7 @@ void GPT::forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena,
            losses.desc(), N);
   ArenaScope scope(arena);
   Tape tp(arena, cfg_.act_dtype, cfg_.norm_eps, /*record_grads=*/false);
-  Var logits = forward(tp, ids);
+  Var logits = forward(tp, ids, nullptr);
   tp.softcap_cross_entropy(logits, targets.view(Shape{N}), cfg_.logit_softcap, losses.view(Shape{N}), 1.f);
 }
 
@@ -194,12 +158,20 @@ void GPT::forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits) 
            logits.desc(), dtype_name(cfg_.act_dtype), want.str());
   ArenaScope scope(arena);
   Tape tp(arena, cfg_.act_dtype, cfg_.norm_eps, /*record_grads=*/false);
-  Var z = forward(tp, ids);
+  Var z = forward(tp, ids, nullptr);
   if (!arena.measuring()) ops::copy(z.t, logits);
 }
 
 size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
   PG_CHECK(B > 0 && T > 0, "plan_bytes: batch ({}, {}) must be positive", B, T);
+  // The looped list (when configured) is the larger graph: plan for it, whatever the current state.
+  const bool was_looping = looping_;
+  looping_ = cfg_.has_loop();
+  struct Restore {
+    bool& flag;
+    bool value;
+    ~Restore() { flag = value; }
+  } restore{looping_, was_looping};
   Arena probe(dev_, "plan probe");
   probe.begin_measure();
   // Nothing is read in measuring mode, so unbacked tensors stand in for the batch.

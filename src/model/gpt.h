@@ -22,20 +22,42 @@ struct ModelConfig {
   int model_dim = 512;
   int num_heads = 8;
   int num_kv_heads = 4;
-  float mlp_mult = 2.f;
+  float mlp_mult = 2.f;              // hidden = round(mlp_mult * d); non-integers allowed (§5.4)
   std::string activation = "relu2";  // relu2 | leaky_relu2
   float leaky_slope = 0.5f;
   float rope_base = 10000.f;
-  int rope_dims = 0;                 // 0 = full head dim
+  int rope_dims = 0;                 // 0 = full head dim (§5.2 partial RoPE: 16)
   float qk_gain_init = 1.5f;
   float logit_softcap = 30.f;
   bool tie_embeddings = true;
   float tied_embed_init_std = 0.005f;
+  // Record-stack switches (TECHNIQUES.md §5); the defaults are the baseline.
+  bool ln_scale = false;             // §5.6: block l's normed inputs times 1/sqrt(l+1) (physical l)
+  bool skip_gates = false;           // §5.5: x <- s(g) x + (1 - s(g)) (w skip), parameter "skip_gates"
+  std::string xsa_layers;            // §5.7: "" none | "all" | "0,3,7" (physical layers) — not implemented yet
+  std::string parallel_residual = "none";  // §5.13: none | gptj (one lane) | two_lane (not implemented yet)
+  int parallel_start = 0;            // §5.13: first physical layer with parallel residuals
+  int loop_start = -1;               // §5.12: loop segment [loop_start, loop_end] (physical); -1 = no loop
+  int loop_end = -1;
+  int loop_passes = 0;               // §5.12: extra passes n (the segment runs n + 1 times)
+  float loop_enable_frac = 0.f;      // §5.12: training fraction at which looping switches on
+  std::string smear_gate = "none";   // §5.8: none | v2 (not implemented yet)
+  bool doc_isolated = false;         // §5.15: no attention across BOS — not implemented yet (fails clearly)
+  int bos_id = 1;                    // the BOS token id doc_isolated / SmearGate v2 split documents at
   float norm_eps = 1.1920929e-07f;   // torch.finfo(float32).eps, F.rms_norm's default for fp32
   DType act_dtype = DType::F32;      // activations between ops: F32 on CPU, BF16 on GPU
   int head_dim() const { return model_dim / num_heads; }
   int mlp_hidden() const { return static_cast<int>(mlp_mult * model_dim + 0.5f); }
+  bool has_loop() const { return loop_passes > 0 && loop_start >= 0; }
 };
+
+// The virtual layer list (§5.12): physical block index per virtual slot. With looping, the segment
+// [loop_start, loop_end] appears loop_passes + 1 times; without, it is 0 .. num_layers-1.
+std::vector<int> layer_schedule(const ModelConfig& cfg, bool looping);
+// A set of physical layers from "" (none), "all" or a comma list "0,3,7"; errors name `key`.
+std::vector<bool> parse_layer_set(const std::string& spec, int num_layers, const char* key);
+// Throws a clear error for an inconsistent or not-yet-implemented configuration.
+void check_model_config(const ModelConfig& cfg);
 
 class GPT {
  public:
@@ -62,29 +84,62 @@ class GPT {
   // measures forward_losses instead.
   size_t plan_bytes(int64_t B, int64_t T, bool with_backward = true);
 
-  int num_encoder_layers() const { return cfg_.num_layers / 2; }
-  int num_decoder_layers() const { return cfg_.num_layers - num_encoder_layers(); }
-  int num_skip_weights() const { return std::min(num_encoder_layers(), num_decoder_layers()); }
+  // The parameter table of `cfg` with specs only (nothing allocated): counts and names of big models.
+  static ParamTable describe(const ModelConfig& cfg);
+
+  // Depth recurrence (§5.12): the trainer reports the fraction of training done (0..1) before each
+  // step; looping is on while it is >= cfg.loop_enable_frac. A newly constructed model loops (its
+  // final trained state, what evaluation of a checkpoint needs). set_looping forces it.
+  void set_training_fraction(double frac);
+  void set_looping(bool on);
+  bool looping() const { return looping_; }
+  std::vector<int> schedule() const { return layer_schedule(cfg_, looping_); }
+
+  // U-Net split of the current virtual layer list (§4.2, §5.5).
+  int num_encoder_layers() const { return static_cast<int>(schedule().size()) / 2; }
+  int num_decoder_layers() const { return static_cast<int>(schedule().size()) - num_encoder_layers(); }
+  // Skip vectors: enough for the longest (looped) list; the plain list uses the first ones.
+  int num_skip_weights() const;
 
  private:
   // Indices into params_ of one block's tensors (indices, not pointers, so a GPT can be copied).
   struct BlockParams {
     size_t c_q, c_k, c_v, attn_proj, q_gain, fc, mlp_proj, attn_scale, mlp_scale, resid_mix;
   };
+  struct SpecsOnly {};
+  GPT(const ModelConfig& cfg, Device dev, SpecsOnly);
+  // The gate of one U-Net skip (§5.5) as two per-channel mixes: x <- s_keep x + s_skip skip with
+  // s_keep = sigmoid(g), s_skip = sigmoid(-g) w. Their gradients land in scratch vectors and are
+  // folded into g and w after the tape's backward (apply_skip_gate_grads).
+  struct SkipGateMix {
+    int slot;
+    Tensor keep, keep_grad, skip, skip_grad;  // (d) f32 each
+  };
   void build_params();
+  SkipGateMix skip_gate_mix(Tape& tp, int slot);
+  void apply_skip_gate_grads(const std::vector<SkipGateMix>& mixes, Arena& arena);
+  // The scale 1/sqrt(l+1) of physical layer l applied to a normed block input (identity when off).
+  Var ln_scaled(Tape& tp, const Var& n, int layer);
   Param& p(size_t index) { return params_.all()[index]; }
   // The whole network up to the raw logits (B*T, V); written once for training and evaluation.
-  Var forward(Tape& tp, const Tensor& ids);
-  Var block(Tape& tp, const BlockParams& bp, const Var& x, const Var& x0, int64_t B, int64_t T);
+  // gates receives the skip-gate mixes whose gradients backward() must fold in.
+  Var forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates);
+  Var block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T);
   Var attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T);
   Var mlp(Tape& tp, const BlockParams& bp, const Var& n);
 
   ModelConfig cfg_;
   Device dev_;
   ParamTable params_;
-  size_t tok_emb_ = 0, skip_weights_ = 0;
+  size_t tok_emb_ = 0, skip_weights_ = 0, skip_gates_ = 0;
   std::vector<BlockParams> blocks_;
   Tensor head_expand_;  // (H, H*D) f32 0/1: broadcasts a per-head gain to channels
+  Tensor ones_d_;       // (d) f32 ones
+  Tensor row_expand_;   // (1, d) f32 ones: broadcasts a per-layer scalar to channels
+  // Constant per-layer LN scales as (1)-element pseudo-parameters (not in params_): their value is
+  // 1/sqrt(l+1); the gradient they receive is scratch and never used.
+  std::vector<Param> ln_scales_;
+  bool looping_ = false;
 };
 
 }  // namespace pgolf::model

@@ -13,7 +13,20 @@
 // Measuring mode (arena.measuring()): nothing is computed, only allocations are made, so a dry run
 // of forward+backward records the exact peak the memory plan needs. No memory outside the Arena is
 // touched on the device during forward/backward, so a step can be captured in a CUDA graph.
+//
+// Lifetimes: every buffer the tape allocates (op outputs, saved statistics, gradients) is given
+// back to the Arena as soon as nothing can read it any more:
+//   - a forward value once the last backward closure that reads it has run (each op declares what
+//     its closure reads when it records it); a value no closure reads, when backward() starts;
+//   - a gradient once its producer's closure has consumed it (aliases move ownership along);
+//   - per-op temporaries (extra gradient contributions, scratch) right after use.
+// Frees are host bookkeeping in a fixed order, so every step repeats the same addresses and the
+// measuring run still sees the exact peak. The model can help further: release(v) in forward
+// when it will never read v again (frees it at once if no closure needs it), and keep(v) for a
+// value it wants to read after backward().
 #include <functional>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "core/arena.h"
@@ -77,8 +90,25 @@ class Tape {
   void softcap_cross_entropy(const Var& logits, const Tensor& targets, float cap, const Tensor& losses,
                              float grad_scale);
 
-  // Runs every recorded closure in reverse order.
+  // Runs every recorded closure in reverse order, freeing what is dead along the way (see top).
   void backward();
+
+  // The model will read v no more in forward (a later op taking v fails with a clear error). If no
+  // recorded closure reads v, its buffer is freed now; otherwise it dies with its last reader.
+  void release(const Var& v);
+  // v stays valid after backward() (until the Arena is reset); e.g. a value read after the step.
+  // Both are no-ops on a forward-only tape (it tracks nothing; the Arena reset frees it all).
+  void keep(const Var& v);
+
+  // Process-wide default of whether new tapes free dead buffers (on). Off reproduces the old
+  // keep-everything plan; for tests comparing the two and for debugging a suspected early free.
+  static bool& free_dead_default();
+
+  // Calibration hook (quant/calibrate.cpp collects GPTQ Hessians with it): when set, linear() calls
+  // it with the weight's name and its input x (N, in) right after the forward op (never while
+  // measuring). Thread-local, so models on other threads are unaffected.
+  using LinearInputHook = std::function<void(const std::string& weight_name, const Tensor& x)>;
+  static LinearInputHook& linear_input_hook();
 
  private:
   struct Node {
@@ -86,32 +116,69 @@ class Tape {
     DType dtype;
     Tensor grad;  // valid once has_grad
     bool has_grad = false;
+    int value_buf = -1;  // the tracked buffer holding the value (-1: none)
+    int grad_buf = -1;   // the tracked buffer holding the gradient, while this node owns a hold on it
+  };
+  // One tracked Arena block. It is freed when its holds reach zero: a value hold (released when
+  // the value is dead), one per gradient node owning it, one for keep().
+  struct Buf {
+    Arena::Block block;
+    int holds = 0;
+    int first_reader = -1;  // the first closure recorded that reads it = the last to run
+    bool value_held = false;
+    bool released = false;  // release() was called: the model may not read it any more
+  };
+  // One recorded op: its backward closure, the nodes it produced (their gradients die after it)
+  // and, filled at backward(), the values whose last reader it is.
+  struct Step {
+    std::function<void()> fn;
+    std::vector<int> outputs;
+    std::vector<int> dead_values;
   };
   // A buffer receiving one gradient contribution for x: the node's own buffer when this is the
-  // first contribution (ops OVERWRITE it), else a temporary that end_grad adds in.
+  // first contribution (ops OVERWRITE it), else a temporary that end_grad adds in and frees.
   struct GradSink {
     Tensor t;
     bool temp = false;
+    Arena::Block block;  // the temporary's block
   };
 
   Var make(const Shape& s, const char* what, DType dt);  // a new output var with its own node
   Var make(const Shape& s, const char* what) { return make(s, what, act_); }
   Tensor alloc(const Shape& s, DType dt, const char* what) { return arena_.alloc(s, dt, what); }
+  // A saved tensor (statistics a closure reads); *buf receives its id for record()'s read list.
+  Tensor alloc_saved(const Shape& s, DType dt, const char* what, int* buf);
   bool needs_grad(const Var& x) const { return record_ && x.node >= 0; }
   bool has_grad(const Var& x) const { return x.node >= 0 && nodes_[static_cast<size_t>(x.node)].has_grad; }
   Tensor grad_of(const Var& x) const;  // the node's gradient viewed as x's shape
   GradSink begin_grad(const Var& x);
   void end_grad(const Var& x, const GradSink& g);
-  // Adds dy (already complete, owned by a finished node) to x's gradient; aliases it when x has none.
-  void pass_grad(const Var& x, const Tensor& dy);
-  void record(std::function<void()> fn);
+  // Adds dy (y's complete gradient) to x's gradient; aliases y's buffer when x has none.
+  void pass_grad(const Var& x, const Var& y);
+  // `reads`: tracked buffers the closure reads (value_of(x) for inputs/outputs, saved ids).
+  void record(std::function<void()> fn, std::initializer_list<int> reads);
+  // The tracked value buffer of x (-1 for constants); fails if the model released x.
+  int value_of(const Var& x, const char* op) const;
+  void check_input(const Var& x, const char* op) const { (void)value_of(x, op); }
+
+  int track(const Arena::Block& b, bool value);
+  void hold(int buf) { ++bufs_[static_cast<size_t>(buf)].holds; }
+  void drop(int buf);
+  void drop_value(int buf);
+  void drop_grad(int node);
+  void give_back(const Arena::Block& b) {
+    if (free_dead_) arena_.free(b);
+  }
 
   Arena& arena_;
   DType act_;
   float eps_;
   bool record_;
+  bool free_dead_;
   std::vector<Node> nodes_;
-  std::vector<std::function<void()>> closures_;
+  std::vector<Buf> bufs_;
+  std::vector<Step> steps_;
+  std::vector<int> unrecorded_outputs_;  // nodes made since the last record()
 };
 
 }  // namespace pgolf::model

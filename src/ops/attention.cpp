@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/attention_cpu.h"
 #include "ops/cpu_util.h"
 #include "ops/reference.h"
 
@@ -48,8 +49,9 @@ template <class S, class T> S dot_row(const S* a, const T* b, int64_t n) {
   return s;
 }
 
+// The plain single-threaded kernels, kept as the double-precision reference (ops/reference.h);
+// the tensor ops run the fast f32 kernels of ops/attention_cpu.cpp.
 // One query row at a time: scores over its visible keys, stable softmax, weighted sum of values.
-// Inner loops run over D, which is contiguous in (B, T, H, D).
 template <class S, class T, class TL>
 void attn_fwd_kernel(const T* q, const T* k, const T* v, const int32_t* doc, T* out, TL* lse, const Dims& d,
                      const AttnParams& p) {
@@ -184,8 +186,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   }
   cpu::visit_fb(op, "q", q, [&](auto* qp) {
     using T = std::remove_pointer_t<decltype(qp)>;
-    attn_fwd_kernel<float>(qp, static_cast<const T*>(k.data()), static_cast<const T*>(v.data()), doc_ptr(doc_start),
-                           static_cast<T*>(out.data()), lse.ptr<float>(), d, p);
+    cpu::attention_forward_fast(qp, static_cast<const T*>(k.data()), static_cast<const T*>(v.data()),
+                                doc_ptr(doc_start), static_cast<T*>(out.data()), lse.ptr<float>(),
+                                cpu::AttnDims{d.B, d.T, d.Hq, d.Hkv, d.D}, p);
   });
 }
 
@@ -207,9 +210,11 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   }
   cpu::visit_fb(op, "q", q, [&](auto* qp) {
     using T = std::remove_pointer_t<decltype(qp)>;
-    attn_bwd_kernel<float>(qp, static_cast<const T*>(k.data()), static_cast<const T*>(v.data()), doc_ptr(doc_start),
-                           static_cast<const T*>(out.data()), lse.ptr<float>(), static_cast<const T*>(dout.data()),
-                           static_cast<T*>(dq.data()), static_cast<T*>(dk.data()), static_cast<T*>(dv.data()), d, p);
+    cpu::attention_backward_fast(qp, static_cast<const T*>(k.data()), static_cast<const T*>(v.data()),
+                                 doc_ptr(doc_start), static_cast<const T*>(out.data()), lse.ptr<float>(),
+                                 static_cast<const T*>(dout.data()), static_cast<T*>(dq.data()),
+                                 static_cast<T*>(dk.data()), static_cast<T*>(dv.data()),
+                                 cpu::AttnDims{d.B, d.T, d.Hq, d.Hkv, d.D}, p);
   });
 }
 

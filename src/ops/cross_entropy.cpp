@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu_threads.h"
 #include "ops/cpu_util.h"
 #include "ops/reference.h"
 
@@ -87,12 +88,20 @@ void softcap_cross_entropy(const Tensor& logits, const Tensor& targets, float ca
     PG_CHECK(tp[n] < V, "{}: targets[{}] = {} is outside the vocabulary of {} ({})", op, n, tp[n], V,
              logits.desc());
   float* lp = losses.ptr<float>();
+  // Rows are independent: threads take blocks of rows (each row costs V tanh + exp).
+  constexpr int64_t kRowsPerPiece = 16;
   cpu::visit_fb(op, "logits", logits, [&](auto* zp) {
     if (!dlogits.defined()) {
-      ce_kernel<float>(zp, tp, N, V, cap, lp, static_cast<float*>(nullptr), grad_scale);
+      cpu::parallel_for(N, kRowsPerPiece, [&](int64_t b, int64_t e) {
+        ce_kernel<float>(zp + b * V, tp + b, e - b, V, cap, lp + b, static_cast<float*>(nullptr), grad_scale);
+      });
       return;
     }
-    cpu::visit_fb(op, "dlogits", dlogits, [&](auto* dp) { ce_kernel<float>(zp, tp, N, V, cap, lp, dp, grad_scale); });
+    cpu::visit_fb(op, "dlogits", dlogits, [&](auto* dp) {
+      cpu::parallel_for(N, kRowsPerPiece, [&](int64_t b, int64_t e) {
+        ce_kernel<float>(zp + b * V, tp + b, e - b, V, cap, lp + b, dp + b * V, grad_scale);
+      });
+    });
   });
 }
 
@@ -109,12 +118,14 @@ void softcap_log_softmax(const Tensor& logits, float cap, const Tensor& logprobs
   }
   int64_t N = logits.dim(0), V = logits.dim(1);
   float* out = logprobs.ptr<float>();
-  std::vector<float> c(static_cast<size_t>(V)), th(static_cast<size_t>(V));
   cpu::visit_fb(op, "logits", logits, [&](auto* zp) {
-    for (int64_t n = 0; n < N; ++n) {
-      float lse = capped_row_lse<float>(zp + n * V, V, cap, c.data(), th.data());
-      for (int64_t j = 0; j < V; ++j) out[n * V + j] = c[j] - lse;
-    }
+    cpu::parallel_for(N, 16, [&](int64_t b, int64_t e) {
+      std::vector<float> c(static_cast<size_t>(V)), th(static_cast<size_t>(V));
+      for (int64_t n = b; n < e; ++n) {
+        float lse = capped_row_lse<float>(zp + n * V, V, cap, c.data(), th.data());
+        for (int64_t j = 0; j < V; ++j) out[n * V + j] = c[j] - lse;
+      }
+    });
   });
 }
 

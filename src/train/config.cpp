@@ -92,6 +92,18 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.tie_embeddings, "tie_embeddings"));
     f.push_back(PG_FIELD("model", model.tied_embed_init_std, "tied_embed_init_std"));
     f.push_back(PG_FIELD("model", model.norm_eps, "norm_eps"));
+    f.push_back(PG_FIELD("model", model.ln_scale, "ln_scale"));
+    f.push_back(PG_FIELD("model", model.skip_gates, "skip_gates"));
+    f.push_back(PG_FIELD("model", model.xsa_layers, "xsa_layers"));
+    f.push_back(PG_FIELD("model", model.parallel_residual, "parallel_residual"));
+    f.push_back(PG_FIELD("model", model.parallel_start, "parallel_start"));
+    f.push_back(PG_FIELD("model", model.loop_start, "loop_start"));
+    f.push_back(PG_FIELD("model", model.loop_end, "loop_end"));
+    f.push_back(PG_FIELD("model", model.loop_passes, "loop_passes"));
+    f.push_back(PG_FIELD("model", model.loop_enable_frac, "loop_enable_frac"));
+    f.push_back(PG_FIELD("model", model.smear_gate, "smear_gate"));
+    f.push_back(PG_FIELD("model", model.doc_isolated, "doc_isolated"));
+    f.push_back(PG_FIELD("model", model.bos_id, "bos_id"));
     f.push_back(PG_FIELD("model", model_compute_dtype, "compute_dtype"));
     // [train]
     f.push_back(PG_FIELD("train", train.seed, "seed"));

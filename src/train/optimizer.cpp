@@ -50,6 +50,12 @@ double Optimizer::global_grad_norm() {
 }
 
 double Optimizer::step(int64_t step, double lr_mult) {
+  const double norm = set_hyperparameters(step, lr_mult);
+  apply();
+  return norm;
+}
+
+double Optimizer::set_hyperparameters(int64_t step, double lr_mult) {
   double norm = -1;
   float grad_scale = 1.f;
   if (cfg_.grad_clip_norm > 0) {
@@ -74,11 +80,13 @@ double Optimizer::step(int64_t step, double lr_mult) {
     o += 8;
   }
   hp_dev_.copy_from(Tensor::from_blob(hp_host_.data(), hp_dev_.shape(), DType::F32, Device::CPU));
+  return norm;
+}
 
+void Optimizer::apply() {
   const int64_t muon_end = 2 + 3 * static_cast<int64_t>(muon_->size());
   if (muon_->size()) muon_->step(hp_dev_.slice(0, 2), hp_dev_.slice(2, muon_end));
   if (adam_->size()) adam_->step(hp_dev_.slice(muon_end, hp_dev_.numel()));
-  return norm;
 }
 
 std::vector<std::pair<std::string, Tensor>> Optimizer::state_tensors() {

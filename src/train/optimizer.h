@@ -24,6 +24,12 @@ class Optimizer {
   // sync) and every gradient is scaled by min(1, clip / (norm + 1e-6)) as torch's clip_grad_norm_.
   // Returns the global grad norm when it was computed, else -1.
   double step(int64_t step, double lr_mult);
+  // The same update in two halves, for CUDA graphs: set_hyperparameters() computes this step's
+  // hyperparameters on the host and copies them to the device (outside any graph; it is where the
+  // optional grad-norm sync happens); apply() then launches device work only, so it can be captured
+  // once and replayed every step. step() == set_hyperparameters() + apply().
+  double set_hyperparameters(int64_t step, double lr_mult);
+  void apply();
 
   // Every state tensor with a stable name, for checkpoints.
   std::vector<std::pair<std::string, Tensor>> state_tensors();

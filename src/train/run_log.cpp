@@ -12,6 +12,7 @@ namespace pgolf::train {
 
 RunLog::RunLog(const std::string& run_dir, bool append, bool quiet)
     : quiet_(quiet), tty_(!quiet && ::isatty(STDERR_FILENO) != 0) {
+  if (run_dir.empty()) return;  // a non-zero rank of a distributed run: no files
   const char* mode = append ? "a" : "w";
   log_ = std::fopen((run_dir + "/train.log").c_str(), mode);
   PG_CHECK(log_, "cannot open {}/train.log: {}", run_dir, std::strerror(errno));
@@ -34,12 +35,14 @@ void RunLog::line(const std::string& text) {
     std::fprintf(stdout, "%s\n", text.c_str());
     std::fflush(stdout);
   }
+  if (!log_) return;
   std::fprintf(log_, "%s\n", text.c_str());
   std::fflush(log_);
 }
 
 void RunLog::event(const nlohmann::json& obj) {
   const std::string s = obj.dump();
+  if (!jsonl_) return;
   std::fprintf(jsonl_, "%s\n", s.c_str());
   std::fflush(jsonl_);
 }

@@ -10,7 +10,8 @@ namespace pgolf::train {
 
 class RunLog {
  public:
-  // append: keep earlier lines (a resumed run continues the same files).
+  // append: keep earlier lines (a resumed run continues the same files). An empty run_dir writes no files
+  // (non-zero ranks of a distributed run); pass quiet too to silence stdout.
   RunLog(const std::string& run_dir, bool append, bool quiet);
   ~RunLog();
   RunLog(const RunLog&) = delete;

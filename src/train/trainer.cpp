@@ -16,8 +16,11 @@
 #include "data/file_util.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "dist/comm.h"
 #include "model/gpt.h"
+#include "ops/elementwise.h"
 #include "ops/reduce.h"
+#include "report/report.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/int8_export.h"
@@ -104,17 +107,22 @@ double flops_per_token(const model::ModelConfig& m, int64_t n_params, int64_t se
 
 RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   Config cfg = cfg_in;
-  const int world = 1;
+  dist::Communicator* comm = opt.comm;
+  const int world = comm ? comm->world() : 1;
+  const int rank = comm ? comm->rank() : 0;
+  const bool lead = rank == 0;  // the one rank that writes files and decides time-based stops
   validate(cfg, world);
   PG_CHECK(!opt.run_dir.empty(), "train: no run directory");
-  std::filesystem::create_directories(opt.run_dir);
+  if (comm) comm->check_same(dist::fnv1a64(to_toml(cfg)), "resolved config");
+  if (lead) std::filesystem::create_directories(opt.run_dir);
   const Device dev = pick_device(cfg.train.device);
   cfg.model.act_dtype = cfg.model_compute_dtype == "bf16"  ? DType::BF16
                         : cfg.model_compute_dtype == "f32" ? DType::F32
                         : dev == Device::CUDA             ? DType::BF16
                                                           : DType::F32;
-  data::write_file_atomic(config_path(opt.run_dir), to_toml(cfg));
-  RunLog log(opt.run_dir, opt.resume, opt.quiet);
+  if (lead) data::write_file_atomic(config_path(opt.run_dir), to_toml(cfg));
+  RunLog log(lead ? opt.run_dir : std::string(), opt.resume, opt.quiet || !lead);
+  if (comm) log.line(fmt::format("data parallel: {} rank(s) over {}", world, comm->name()));
   log.line(fmt::format("pgolf train: run dir {} ({}), device {}, activations {}", opt.run_dir,
                        opt.resume ? "resumed" : "new", device_name(dev), dtype_name(cfg.model.act_dtype)));
   log.line("resolved config:\n" + to_toml(cfg));
@@ -175,22 +183,65 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   Tensor ids = Tensor::empty(Shape{B, T}, DType::I32, dev);
   Tensor targets = Tensor::empty(Shape{B, T}, DType::I32, dev);
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
-  const float grad_scale = 1.f / static_cast<float>(B * T * accum);  // mean over the step's tokens
+  // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
+  const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
+
+  // Every gradient plus the loss sum in one flat f32 buffer: one collective per reduction.
+  const int64_t flat_n = n_params + 1;
+  Tensor flat = (comm || opt.exact_accumulation) ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
+  Tensor flat_acc = opt.exact_accumulation ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
+  auto pack = [&](const Tensor& dst) {
+    int64_t o = 0;
+    for (auto& p : gpt.params().all()) {
+      dst.slice(o, o + p.grad.numel()).view(p.grad.shape()).copy_from(p.grad);
+      o += p.grad.numel();
+    }
+    dst.slice(o, o + 1).copy_from(loss_sum);
+  };
+  auto unpack = [&](const Tensor& src) {
+    int64_t o = 0;
+    for (auto& p : gpt.params().all()) {
+      p.grad.copy_from(src.slice(o, o + p.grad.numel()).view(p.grad.shape()));
+      o += p.grad.numel();
+    }
+    loss_sum.copy_from(src.slice(o, o + 1));
+  };
 
   // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read).
   auto train_step = [&](int64_t step, double lr_mult) -> double {
     gpt.params().zero_grads();
     loss_sum.zero_();
+    if (opt.exact_accumulation) flat_acc.zero_();
     for (int64_t m = 0; m < accum; ++m) {
-      data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, 0, world, static_cast<int>(accum));
+      data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, rank, world, static_cast<int>(accum));
       ids.copy_from(Tensor::from_blob(b.x.data(), ids.shape(), DType::I32, Device::CPU));
       targets.copy_from(Tensor::from_blob(b.y.data(), targets.shape(), DType::I32, Device::CPU));
+      if (opt.exact_accumulation && m > 0) {
+        gpt.params().zero_grads();
+        loss_sum.zero_();
+      }
       gpt.forward_backward(ids, targets, grad_scale, arena, loss_sum);
+      if (opt.exact_accumulation) {
+        pack(flat);
+        if (comm)
+          comm->accumulate_sum(flat_acc, flat);
+        else
+          ops::add(flat_acc, flat, flat_acc);
+      }
+    }
+    if (opt.exact_accumulation) {
+      unpack(flat_acc);
+    } else if (comm) {
+      pack(flat);
+      comm->all_reduce_sum(flat);
+      unpack(flat);
     }
     optimizer.step(step, lr_mult);
     gpt.params().sync_compute();
-    return static_cast<double>(loss_sum.to_float_vector()[0]) / static_cast<double>(B * T * accum);
+    return static_cast<double>(loss_sum.to_float_vector()[0]) / static_cast<double>(B * T * accum * world);
   };
+  // Rank 0's value of a time-derived quantity, so every rank takes the same decision.
+  auto from_lead = [&](double v) { return comm ? comm->broadcast_f64(v, 0) : v; };
 
   // ---- compile warm-up: run steps, then restore the initial state (no LR warm-up; §6.6)
   if (cfg.train.warmup_steps > 0) {
@@ -218,6 +269,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   }
   Tensor norm_scratch = Tensor::zeros(Shape{1}, DType::F32, dev);
   auto save = [&](const char* why) {
+    if (!lead) return;
     // Never replace a good checkpoint with non-finite weights (a diverged step writes NaN params
     // before its loss shows it).
     bool first = true;
@@ -276,15 +328,18 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     }
     if (last) break;
 
-    const double elapsed = base_ms + ms_since(t0);
+    const double elapsed = from_lead(base_ms + ms_since(t0));
     const double lr_mult = lr_multiplier(sched, st.step, elapsed);
+    // Depth recurrence switches on at a fraction of training (§5.12): of the wallclock budget when capped.
+    gpt.set_training_fraction(cap_ms > 0 ? elapsed / cap_ms
+                                         : static_cast<double>(st.step) / static_cast<double>(std::max<int64_t>(iters, 1)));
     auto step_t = Clock::now();
     const double loss = train_step(st.step, lr_mult);  // reading the loss synchronises the device
     const double step_ms = ms_since(step_t);
     ++st.step;
     ++steps_this_process;
     st.tokens_seen += cfg.train.train_batch_tokens;
-    st.elapsed_ms = base_ms + ms_since(t0);
+    st.elapsed_ms = from_lead(base_ms + ms_since(t0));
     if (steps_this_process > 10) {
       steady_ms += step_ms;
       steady_tokens += cfg.train.train_batch_tokens;
@@ -332,8 +387,10 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
       base_ms = ck_base;  // checkpoint time is not training time
       t0 = Clock::now();
     }
-    const bool interrupt = g_stop_signal.load() != 0 ||
-                           (opt.interrupt_after_steps >= 0 && steps_this_process >= opt.interrupt_after_steps);
+    const bool interrupt = from_lead(g_stop_signal.load() != 0 || (opt.interrupt_after_steps >= 0 &&
+                                                                   steps_this_process >= opt.interrupt_after_steps)
+                                         ? 1.0
+                                         : 0.0) != 0;
     if (interrupt) {
       log.end_progress();
       const int sig = g_stop_signal.load();
@@ -362,7 +419,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   save("final");
 
   // ---- int8 + zlib round trip: the score of the dequantized model (§4.5)
-  if (cfg.train.int8_roundtrip) {
+  if (cfg.train.int8_roundtrip && lead) {
     auto t = Clock::now();
     const std::string blob = zlib_compress(int8_serialize(gpt.params()), 9);
     const std::string path = opt.run_dir + "/final_model.int8.zlib";
@@ -391,6 +448,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
                        res.steps, res.train_ms / 1000, res.tokens_per_s,
                        100.0 * res.tokens_per_s * fpt / cfg.train.peak_flops, cfg.train.peak_flops / 1e12,
                        static_cast<double>(res.peak_gpu_bytes) / (1 << 30)));
+  // The HTML report is a convenience: failing to write it must not fail a finished run.
+  if (lead) try { log.line("report: " + report::write_run_report(opt.run_dir)); } catch (const std::exception& e) { log.line(fmt::format("warning: report not written: {}", e.what())); }
   return res;
 }
 

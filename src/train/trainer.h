@@ -10,6 +10,10 @@
 
 #include "train/config.h"
 
+namespace pgolf::dist {
+class Communicator;
+}
+
 namespace pgolf::train {
 
 struct RunOptions {
@@ -20,6 +24,15 @@ struct RunOptions {
   std::function<void(int64_t, double)> on_step;
   // Test hook: behave as if SIGINT arrived after this many steps of this process (-1 = never).
   int64_t interrupt_after_steps = -1;
+  // Data parallel (docs/DISTRIBUTED.md): this process is comm->rank() of comm->world(); null = one rank.
+  // Rank r trains on its span of every micro-step's chunk; gradients and the loss are summed over ranks
+  // (the loss scale is 1 / global tokens, so a sum is the mean); rank 0 alone writes logs, checkpoints and the
+  // int8 export, and decides the wallclock schedule and stops for everyone.
+  dist::Communicator* comm = nullptr;
+  // Reduce every micro-step's fresh gradients into one accumulator in global micro-step order (rank order
+  // within a micro-step). With the loopback comm a world-W run then equals a world-1 run with the same option
+  // bit for bit; costs a gradient-sized collective per micro-step and an extra gradient buffer (tests).
+  bool exact_accumulation = false;
 };
 
 struct RunResult {

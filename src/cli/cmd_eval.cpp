@@ -1,0 +1,184 @@
+// pgolf eval: score a model on the validation stream with the legal evaluation modes of
+// docs/EVAL.md (plain / sliding / doc-isolated, optional score-first TTT, the legality audit).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "artifact/model_io.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/memory.h"
+#include "data/bpb.h"
+#include "data/file_util.h"
+#include "data/loader.h"
+#include "eval/audit.h"
+#include "eval/scorer.h"
+
+namespace pgolf::cli {
+
+namespace {
+
+struct EvalArgs {
+  std::string artifact, run_dir, val, tokenizer, json_path;
+  std::string mode = "sliding", device = "auto";
+  int64_t context = 2048, stride = 64, batch_tokens = 131072, max_tokens = 0;
+  bool no_trim = false;
+  double time_budget = 0;
+  eval::TttOptions ttt;
+  bool audit = false;
+  int audit_samples = 8;
+  int64_t audit_tokens = 0;
+  double audit_tol = 0;
+};
+
+Device pick_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda") {
+    PG_CHECK(cuda_available(), "pgolf eval --device cuda: no CUDA device is available");
+    return Device::CUDA;
+  }
+  PG_CHECK(name == "auto", "pgolf eval: --device {} is not auto, cpu or cuda", name);
+  return cuda_available() ? Device::CUDA : Device::CPU;
+}
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void run_eval(const EvalArgs& a) {
+  PG_CHECK(a.artifact.empty() != a.run_dir.empty(), "pgolf eval needs exactly one of --artifact FILE or --run-dir DIR");
+  const Device dev = pick_device(a.device);
+  const auto t_load = Clock::now();
+  std::unique_ptr<model::GPT> model = a.artifact.empty() ? artifact::load_model_from_run(a.run_dir, dev)
+                                                         : artifact::load_model_from_artifact(a.artifact, dev);
+  const int V = model->config().vocab_size;
+  const data::ByteLuts luts = data::build_byte_luts(a.tokenizer, V);
+  std::vector<uint16_t> tokens = data::load_val_tokens(a.val, a.no_trim ? 1 : a.context);
+  if (a.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > a.max_tokens + 1)
+    tokens.resize(static_cast<size_t>(a.max_tokens + 1));
+  const double load_s = since(t_load);
+
+  eval::EvalOptions opt;
+  opt.mode = eval::parse_mode(a.mode);
+  opt.context = a.context;
+  opt.stride = opt.mode == eval::Mode::Plain ? a.context : std::min(a.stride, a.context);
+  opt.batch_tokens = a.batch_tokens;
+  opt.time_budget_s = a.time_budget;
+  opt.ttt = a.ttt;
+
+  nlohmann::json audit_json;
+  double audit_s = 0;
+  bool audit_passed = true;
+  if (a.audit) {
+    eval::AuditOptions ao;
+    ao.samples = a.audit_samples;
+    ao.tolerance = a.audit_tol > 0 ? a.audit_tol : (dev == Device::CUDA ? 5e-2 : 1e-4);
+    const int64_t prefix = a.audit_tokens > 0 ? a.audit_tokens : 4 * a.context;
+    std::vector<uint16_t> head(tokens.begin(), tokens.begin() + std::min<int64_t>(prefix + 1, tokens.size()));
+    eval::EvalOptions aopt = opt;
+    if (aopt.ttt.enabled) aopt.ttt.chunk_tokens = std::min<int64_t>(aopt.ttt.chunk_tokens, std::max<int64_t>(1, prefix / 4));
+    const eval::AuditReport r = eval::audit(*model, head, luts, aopt, ao);
+    audit_s = r.seconds;
+    audit_passed = r.passed;
+    std::printf("audit: %s (%d positions over %zu tokens; max |sum p - 1| %.2e, max |scored - used| %.2e, "
+                "max causal change %.2e, tolerance %.1e)\n",
+                r.passed ? "PASS" : "FAIL", r.positions, head.size(), r.max_sum_error, r.max_consistency,
+                r.max_causal_diff, ao.tolerance);
+    for (const auto& f : r.failures) std::printf("audit:   %s\n", f.c_str());
+    audit_json = {{"passed", r.passed},           {"positions", r.positions},
+                  {"prefix_tokens", head.size()}, {"max_sum_error", r.max_sum_error},
+                  {"max_consistency", r.max_consistency}, {"max_causal_diff", r.max_causal_diff},
+                  {"tolerance", ao.tolerance},    {"failures", r.failures}};
+  }
+
+  // The budget covers the whole command: what loading and the audit used is gone from it.
+  if (a.time_budget > 0) opt.time_budget_s = std::max(1e-9, a.time_budget - load_s - audit_s);
+  const eval::EvalResult r = eval::evaluate(*model, tokens, luts, opt);
+  double eval_s = 0;
+  nlohmann::json phases = {{"load", load_s}};
+  for (const auto& [name, s] : r.phase_seconds) {
+    phases[name] = s;
+    eval_s += s;
+  }
+  if (a.audit) phases["audit"] = audit_s;
+
+  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s on %s\n", eval::mode_name(opt.mode),
+              static_cast<long long>(opt.context), static_cast<long long>(opt.stride),
+              opt.ttt.enabled ? ", score-first TTT" : "", std::string(device_name(dev)).c_str());
+  std::printf("val_loss %.6f  val_bpb %.6f  scored %lld of %lld targets, %lld bytes, %lld of %lld windows%s\n",
+              r.acc.loss(), r.acc.bpb(), static_cast<long long>(r.acc.tokens),
+              static_cast<long long>(r.stream_targets), static_cast<long long>(r.acc.bytes),
+              static_cast<long long>(r.windows), static_cast<long long>(r.total_windows),
+              r.partial ? "  PARTIAL (time budget exceeded)" : "");
+  std::printf("time: load %.2fs", load_s);
+  for (const auto& [name, s] : r.phase_seconds) std::printf(", %s %.2fs", name.c_str(), s);
+  if (a.audit) std::printf(", audit %.2fs", audit_s);
+  std::printf("  (%.2f s per 1M scored tokens)\n", r.acc.tokens ? eval_s * 1e6 / static_cast<double>(r.acc.tokens) : 0.0);
+
+  if (!a.json_path.empty()) {
+    nlohmann::json j = {
+        {"model", a.artifact.empty() ? a.run_dir : a.artifact},
+        {"device", std::string(device_name(dev))},
+        {"mode", eval::mode_name(opt.mode)},
+        {"context", opt.context},
+        {"stride", opt.stride},
+        {"val_loss", r.acc.loss()},
+        {"val_bpb", r.acc.bpb()},
+        {"nll_nats", r.acc.nll_nats},
+        {"scored_tokens", r.acc.tokens},
+        {"scored_bytes", r.acc.bytes},
+        {"stream_targets", r.stream_targets},
+        {"windows", r.windows},
+        {"total_windows", r.total_windows},
+        {"partial", r.partial},
+        {"time_budget_s", a.time_budget},
+        {"phase_seconds", phases},
+        {"seconds_per_million_tokens", r.acc.tokens ? eval_s * 1e6 / static_cast<double>(r.acc.tokens) : 0.0},
+    };
+    if (opt.ttt.enabled)
+      j["ttt"] = {{"chunk_tokens", opt.ttt.chunk_tokens}, {"lr", opt.ttt.lr},
+                  {"momentum", opt.ttt.momentum},         {"epochs", opt.ttt.epochs},
+                  {"grad_clip", opt.ttt.grad_clip},       {"batch_seqs", opt.ttt.batch_seqs},
+                  {"steps", r.ttt_steps}};
+    if (a.audit) j["audit"] = audit_json;
+    data::write_file_atomic(a.json_path, j.dump(2) + "\n");
+  }
+  PG_CHECK(audit_passed, "pgolf eval --audit: the legality audit FAILED (see the lines above)");
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* sub = app.add_subcommand("eval", "Score a model on validation data (see docs/EVAL.md)");
+  sub->add_option("--artifact", a->artifact, "Packed artifact file to score");
+  sub->add_option("--run-dir", a->run_dir, "Training run folder to score (final weights or checkpoint)");
+  sub->add_option("--val", a->val, "Validation shards: file, folder or glob")->required();
+  sub->add_option("--tokenizer", a->tokenizer, "SentencePiece model (byte accounting)")->required();
+  sub->add_option("--mode", a->mode, "plain | sliding | doc")->capture_default_str();
+  sub->add_option("--context", a->context, "Context length T of every window")->capture_default_str();
+  sub->add_option("--stride", a->stride, "Sliding stride s (sliding and doc modes)")->capture_default_str();
+  sub->add_option("--batch-tokens", a->batch_tokens, "Tokens per forward pass")->capture_default_str();
+  sub->add_option("--max-tokens", a->max_tokens, "Score only the first N targets (0 = all)");
+  sub->add_flag("--no-trim", a->no_trim, "Score every val token (default: trim to k*context+1 like the reference)");
+  sub->add_option("--time-budget", a->time_budget, "Seconds for the whole evaluation; past it the result is PARTIAL");
+  sub->add_flag("--ttt", a->ttt.enabled, "Score-first chunked TTT (SGD on already-scored chunks)");
+  sub->add_option("--ttt-chunk", a->ttt.chunk_tokens, "TTT chunk size in targets")->capture_default_str();
+  sub->add_option("--ttt-lr", a->ttt.lr, "TTT base lr (cosine over chunks)")->capture_default_str();
+  sub->add_option("--ttt-momentum", a->ttt.momentum, "TTT SGD momentum")->capture_default_str();
+  sub->add_option("--ttt-epochs", a->ttt.epochs, "TTT epochs per chunk")->capture_default_str();
+  sub->add_option("--ttt-clip", a->ttt.grad_clip, "TTT global grad-norm clip (0 = off)")->capture_default_str();
+  sub->add_option("--ttt-batch", a->ttt.batch_seqs, "TTT sequences per SGD step")->capture_default_str();
+  sub->add_option("--ttt-seq-len", a->ttt.seq_len, "TTT training row length (0 = --context)");
+  sub->add_flag("--audit", a->audit, "Run the legality audit first (fails the command if it fails)");
+  sub->add_option("--audit-samples", a->audit_samples, "Audited positions")->capture_default_str();
+  sub->add_option("--audit-tokens", a->audit_tokens, "Prefix the audit runs on (0 = 4 * context)");
+  sub->add_option("--audit-tol", a->audit_tol, "Audit log-prob tolerance (0 = 1e-4 on CPU, 5e-2 on CUDA)");
+  sub->add_option("--device", a->device, "auto | cpu | cuda")->capture_default_str();
+  sub->add_option("--json", a->json_path, "Write the result as JSON to FILE");
+  sub->callback([a] { run_eval(*a); });
+}
+
+}  // namespace pgolf::cli

@@ -1,0 +1,102 @@
+#include "eval/ttt.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+
+namespace pgolf::eval {
+
+float ttt_chunk_lr(const TttOptions& o, int64_t c, int64_t num_chunks) {
+  if (num_chunks <= 1) return o.lr;
+  const double pi = 3.14159265358979323846;
+  return static_cast<float>(o.lr * 0.5 * (1.0 + std::cos(pi * static_cast<double>(c) / (num_chunks - 1))));
+}
+
+SgdAdapter::SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len)
+    : model_(model), opt_(opt), seq_len_(seq_len) {
+  PG_CHECK(seq_len_ > 0 && opt_.batch_seqs > 0 && opt_.epochs >= 0,
+           "ttt: seq_len {}, batch_seqs {}, epochs {} must be positive", seq_len_, opt_.batch_seqs, opt_.epochs);
+  PG_CHECK(opt_.momentum >= 0.f && opt_.momentum < 1.f, "ttt: momentum {} must be in [0, 1)", opt_.momentum);
+  const Device dev = model_.device();
+  for (const auto& p : model_.params().all()) momentum_.push_back(Tensor::zeros(p.value.shape(), DType::F32, dev));
+  loss_sum_ = Tensor::zeros(Shape{1}, DType::F32, dev);
+  norm_sq_ = Tensor::zeros(Shape{1}, DType::F32, dev);
+  ids_ = Tensor::empty(Shape{opt_.batch_seqs, seq_len_}, DType::I32, dev);
+  targets_ = Tensor::empty(Shape{opt_.batch_seqs, seq_len_}, DType::I32, dev);
+  host_ids_.resize(static_cast<size_t>(opt_.batch_seqs * seq_len_));
+  host_targets_.resize(host_ids_.size());
+}
+
+size_t SgdAdapter::plan_bytes() { return model_.plan_bytes(opt_.batch_seqs, seq_len_, /*with_backward=*/true); }
+
+void SgdAdapter::train(const uint16_t* tokens, int64_t first_target, int64_t end_target, float lr, Arena& arena) {
+  PG_CHECK(first_target >= 1 && first_target <= end_target, "ttt: invalid target range [{}, {})", first_target,
+           end_target);
+  const int64_t n_targets = end_target - first_target;
+  if (n_targets == 0 || opt_.epochs == 0) return;
+  const int64_t rows = (n_targets + seq_len_ - 1) / seq_len_;
+  for (int e = 0; e < opt_.epochs; ++e) {
+    for (int64_t r0 = 0; r0 < rows; r0 += opt_.batch_seqs) {
+      const int64_t nr = std::min(opt_.batch_seqs, rows - r0);
+      int64_t valid = 0;
+      for (int64_t r = 0; r < nr; ++r) {
+        const int64_t row_first = first_target + (r0 + r) * seq_len_;  // first target of the row
+        for (int64_t i = 0; i < seq_len_; ++i) {
+          const int64_t t = row_first + i;
+          const size_t k = static_cast<size_t>(r * seq_len_ + i);
+          // Targets past end_target are not scored yet: they must never reach the loss.
+          const bool in = t < end_target;
+          host_ids_[k] = in ? tokens[t - 1] : 0;
+          host_targets_[k] = in ? tokens[t] : -1;
+          valid += in ? 1 : 0;
+        }
+      }
+      const Shape sh{nr, seq_len_};
+      Tensor ids = ids_.slice(0, nr), targets = targets_.slice(0, nr);
+      ids.copy_from(Tensor::from_blob(host_ids_.data(), sh, DType::I32, Device::CPU));
+      targets.copy_from(Tensor::from_blob(host_targets_.data(), sh, DType::I32, Device::CPU));
+      model_.params().zero_grads();
+      model_.forward_backward(ids, targets, 1.f / static_cast<float>(valid), arena, loss_sum_);
+      step(lr);
+    }
+  }
+}
+
+void SgdAdapter::step(float lr) {
+  auto& ps = model_.params().all();
+  float clip_scale = 1.f;
+  if (opt_.grad_clip > 0.f) {
+    norm_sq_.zero_();
+    for (const auto& p : ps) ops::sum_squares(p.grad, norm_sq_, /*accumulate=*/true);
+    const double norm = std::sqrt(static_cast<double>(norm_sq_.to_float_vector()[0]));
+    PG_CHECK(std::isfinite(norm), "ttt: gradient norm is {} at step {} (diverged; lower --ttt-lr)", norm, steps_);
+    if (norm > opt_.grad_clip) clip_scale = static_cast<float>(opt_.grad_clip / (norm + 1e-6));
+  }
+  for (size_t i = 0; i < ps.size(); ++i) {
+    ops::axpby(clip_scale, ps[i].grad, opt_.momentum, momentum_[i]);  // buf = mu buf + g
+    ops::axpby(-lr, momentum_[i], 1.f, ps[i].value);                  // p -= lr buf
+  }
+  model_.params().sync_compute();
+  ++steps_;
+}
+
+WeightSnapshot::WeightSnapshot(const model::GPT& model) {
+  for (const auto& p : model.params().all()) {
+    values_.push_back(Tensor::empty(p.value.shape(), p.value.dtype(), p.value.device()));
+    values_.back().copy_from(p.value);
+  }
+}
+
+void WeightSnapshot::restore(model::GPT& model) const {
+  auto& ps = model.params().all();
+  PG_CHECK(ps.size() == values_.size(), "ttt: snapshot of {} tensors restored into a model of {}", values_.size(),
+           ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) ps[i].value.copy_from(values_[i]);
+  model.params().sync_compute();
+  model.params().zero_grads();
+}
+
+}  // namespace pgolf::eval

@@ -1,0 +1,130 @@
+// The forward pass of the GPT family, written once for training and evaluation (TECHNIQUES.md
+// §4.2 and the §5 switches): U-Net over the virtual layer list (depth recurrence, §5.12), optional
+// sigmoid skip gates (§5.5), layer-wise LN scale (§5.6), GPT-J parallel residuals (§5.13).
+#include <cmath>
+
+#include "model/gpt.h"
+#include "model/tape.h"
+#include "ops/elementwise.h"
+
+namespace pgolf::model {
+
+namespace {
+
+ops::Act parse_activation(const std::string& name) {
+  if (name == "relu2") return ops::Act::Relu2;
+  if (name == "leaky_relu2") return ops::Act::LeakyRelu2;
+  PG_FAIL("model: unknown activation '{}' (expected relu2 or leaky_relu2)", name);
+}
+
+}  // namespace
+
+Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
+  const int64_t B = ids.dim(0), T = ids.dim(1);
+  Var x = tp.embedding(ids.view(Shape{B * T}), p(tok_emb_));  // (B*T, d)
+  x = tp.rmsnorm(x);
+  const Var x0 = x;
+  const std::vector<int> layers = schedule();  // virtual slot -> physical block
+  const int n_enc = static_cast<int>(layers.size()) / 2, n_dec = static_cast<int>(layers.size()) - n_enc;
+  std::vector<Var> skips;  // encoder outputs, consumed LIFO by the decoder
+  skips.reserve(static_cast<size_t>(n_enc));
+  for (int i = 0; i < n_enc; ++i) {
+    x = block(tp, layers[static_cast<size_t>(i)], x, x0, B, T);
+    skips.push_back(x);
+  }
+  for (int j = 0; j < n_dec; ++j) {
+    if (!skips.empty()) {
+      if (cfg_.skip_gates) {
+        SkipGateMix m = skip_gate_mix(tp, j);
+        x = tp.mix_channel(ChanParam{m.keep, m.keep_grad}, x, ChanParam{m.skip, m.skip_grad}, skips.back());
+        if (gates != nullptr) gates->push_back(m);
+      } else {
+        x = tp.add_mul_channel(x, chan_row(p(skip_weights_), j), skips.back());  // x + w_j * skip
+      }
+      skips.pop_back();
+    }
+    x = block(tp, layers[static_cast<size_t>(n_enc + j)], x, x0, B, T);
+  }
+  x = tp.rmsnorm(x);
+  return tp.linear(x, p(tok_emb_));  // (B*T, V) tied head
+}
+
+GPT::SkipGateMix GPT::skip_gate_mix(Tape& tp, int slot) {
+  Arena& a = tp.arena();
+  const Shape d{cfg_.model_dim};
+  const Tensor g = chan_row(p(skip_gates_), slot).value, w = chan_row(p(skip_weights_), slot).value;  // (d)
+  SkipGateMix m{slot, a.alloc(d, DType::F32, "skip gate keep"), Tensor(), a.alloc(d, DType::F32, "skip gate skip"),
+                Tensor()};
+  Tensor neg = a.alloc(d, DType::F32, "skip gate -g");  // allocated in every mode so plans match runs
+  if (tp.recording()) {
+    m.keep_grad = a.zeros(d, DType::F32, "skip gate keep grad");
+    m.skip_grad = a.zeros(d, DType::F32, "skip gate skip grad");
+  }
+  if (!tp.measuring()) {
+    ops::sigmoid_gate_forward(g, ones_d_, m.keep);  // sigmoid(g)
+    ops::scale(g, -1.f, neg);
+    ops::sigmoid_gate_forward(neg, w, m.skip);  // (1 - sigmoid(g)) w
+  }
+  return m;
+}
+
+void GPT::apply_skip_gate_grads(const std::vector<SkipGateMix>& mixes, Arena& arena) {
+  const Shape d{cfg_.model_dim};
+  for (const SkipGateMix& m : mixes) {
+    const ChanParam g = chan_row(p(skip_gates_), m.slot), w = chan_row(p(skip_weights_), m.slot);
+    Tensor dx = arena.alloc(d, DType::F32, "skip gate dx");
+    Tensor neg = arena.alloc(d, DType::F32, "skip gate -g");
+    Tensor dneg = arena.zeros(d, DType::F32, "skip gate d(-g)");
+    if (arena.measuring()) continue;
+    ops::sigmoid_gate_backward(g.value, ones_d_, m.keep_grad, dx, g.grad);  // dg += dkeep s(1-s)
+    ops::scale(g.value, -1.f, neg);
+    ops::sigmoid_gate_backward(neg, w.value, m.skip_grad, dx, dneg);  // dx = s(-g) dskip = dw
+    ops::add(w.grad, dx, w.grad);
+    ops::axpby(-1.f, dneg, 1.f, g.grad);  // d(-g) enters g with a minus sign
+  }
+}
+
+Var GPT::ln_scaled(Tape& tp, const Var& n, int layer) {
+  if (!cfg_.ln_scale) return n;
+  // A (1)-"head" gain broadcast to all d channels: n * 1/sqrt(layer + 1), in the activation dtype.
+  return tp.mul_head(n, ln_scales_[static_cast<size_t>(layer)], row_expand_);
+}
+
+Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T) {
+  const BlockParams& bp = blocks_[static_cast<size_t>(layer)];
+  Param& mix = p(bp.resid_mix);
+  Var x_in = tp.mix_channel(chan_row(mix, 0), x, chan_row(mix, 1), x0);  // (B*T, d)
+  if (cfg_.parallel_residual == "gptj" && layer >= cfg_.parallel_start) {
+    // GPT-J form (§5.13): both sublayers read the same normed input.
+    const Var n = ln_scaled(tp, tp.rmsnorm(x_in), layer);
+    Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)), attention(tp, bp, n, B, T));
+    return tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, n));
+  }
+  Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)),
+                              attention(tp, bp, ln_scaled(tp, tp.rmsnorm(x_in), layer), B, T));
+  return tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, ln_scaled(tp, tp.rmsnorm(x1), layer)));
+}
+
+Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T) {
+  const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim(), N = B * T;
+  const int rot = cfg_.rope_dims > 0 ? cfg_.rope_dims : static_cast<int>(D);
+  Var q = tp.linear(n, p(bp.c_q));  // (N, H*D)
+  Var k = tp.linear(n, p(bp.c_k));  // (N, Hkv*D)
+  Var v = tp.linear(n, p(bp.c_v));  // (N, Hkv*D)
+  q = tp.rmsnorm(tp.view(q, Shape{N * H, D}));  // per-head RMSNorm
+  k = tp.rmsnorm(tp.view(k, Shape{N * Hkv, D}));
+  q = tp.rope(tp.view(q, Shape{B, T, H, D}), rot, cfg_.rope_base);
+  k = tp.rope(tp.view(k, Shape{B, T, Hkv, D}), rot, cfg_.rope_base);
+  q = tp.mul_head(tp.view(q, Shape{N, H * D}), p(bp.q_gain), head_expand_);
+  ops::AttnParams ap;  // causal, scale 1/sqrt(D)
+  Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap);
+  return tp.linear(tp.view(y, Shape{N, H * D}), p(bp.attn_proj));  // (N, d)
+}
+
+Var GPT::mlp(Tape& tp, const BlockParams& bp, const Var& n) {
+  Var h = tp.linear(n, p(bp.fc));  // (N, hidden)
+  h = tp.activation(h, parse_activation(cfg_.activation), cfg_.leaky_slope);
+  return tp.linear(h, p(bp.mlp_proj));  // (N, d)
+}
+
+}  // namespace pgolf::model

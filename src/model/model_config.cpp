@@ -1,0 +1,86 @@
+// ModelConfig helpers: the virtual layer list of depth recurrence (§5.12), layer-set parsing
+// (XSA layers, §5.7) and the configuration checks, including the switches not implemented yet.
+#include <charconv>
+
+#include "core/error.h"
+#include "model/gpt.h"
+
+namespace pgolf::model {
+
+std::vector<int> layer_schedule(const ModelConfig& c, bool looping) {
+  std::vector<int> out;
+  if (!looping || !c.has_loop()) {
+    for (int l = 0; l < c.num_layers; ++l) out.push_back(l);
+    return out;
+  }
+  for (int l = 0; l < c.loop_start; ++l) out.push_back(l);
+  for (int pass = 0; pass <= c.loop_passes; ++pass)
+    for (int l = c.loop_start; l <= c.loop_end; ++l) out.push_back(l);
+  for (int l = c.loop_end + 1; l < c.num_layers; ++l) out.push_back(l);
+  return out;
+}
+
+std::vector<bool> parse_layer_set(const std::string& spec, int num_layers, const char* key) {
+  std::vector<bool> set(static_cast<size_t>(num_layers), false);
+  if (spec.empty()) return set;
+  if (spec == "all") return std::vector<bool>(static_cast<size_t>(num_layers), true);
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    if (comma == std::string::npos) comma = spec.size();
+    const std::string item = spec.substr(pos, comma - pos);
+    int layer = -1;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), layer);
+    PG_CHECK(ec == std::errc() && end == item.data() + item.size() && !item.empty(),
+             "model: {} = '{}': '{}' is not a layer index (expected \"\", \"all\" or a list like \"0,3,7\")", key,
+             spec, item);
+    PG_CHECK(layer >= 0 && layer < num_layers, "model: {} = '{}': layer {} is outside 0..{}", key, spec, layer,
+             num_layers - 1);
+    set[static_cast<size_t>(layer)] = true;
+    pos = comma + 1;
+  }
+  return set;
+}
+
+void check_model_config(const ModelConfig& c) {
+  PG_CHECK(c.vocab_size > 0 && c.num_layers > 0 && c.model_dim > 0, "model: vocab {}, layers {}, dim {} must be > 0",
+           c.vocab_size, c.num_layers, c.model_dim);
+  PG_CHECK(c.num_heads > 0 && c.model_dim % c.num_heads == 0, "model: model_dim {} is not a multiple of num_heads {}",
+           c.model_dim, c.num_heads);
+  PG_CHECK(c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
+           "model: num_heads {} is not a multiple of num_kv_heads {}", c.num_heads, c.num_kv_heads);
+  PG_CHECK(c.head_dim() % 2 == 0, "model: head_dim {} must be even for RoPE", c.head_dim());
+  PG_CHECK(c.rope_dims >= 0 && c.rope_dims <= c.head_dim() && c.rope_dims % 2 == 0,
+           "model: rope_dims {} must be even and <= head_dim {}", c.rope_dims, c.head_dim());
+  PG_CHECK(c.mlp_mult > 0 && c.mlp_hidden() > 0, "model: mlp_mult {} gives no hidden units", c.mlp_mult);
+  PG_CHECK(c.tie_embeddings, "model: untied embeddings are not implemented (tie_embeddings = false)");
+  PG_CHECK(c.act_dtype == DType::F32 || c.act_dtype == DType::BF16, "model: act_dtype must be f32 or bf16, got {}",
+           dtype_name(c.act_dtype));
+  PG_CHECK(c.activation == "relu2" || c.activation == "leaky_relu2",
+           "model: unknown activation '{}' (expected relu2 or leaky_relu2)", c.activation);
+  PG_CHECK(c.parallel_residual == "none" || c.parallel_residual == "gptj" || c.parallel_residual == "two_lane",
+           "model: parallel_residual '{}' is not one of none, gptj, two_lane", c.parallel_residual);
+  PG_CHECK(c.parallel_start >= 0, "model: parallel_start {} must be >= 0", c.parallel_start);
+  PG_CHECK(c.loop_passes >= 0, "model: loop_passes {} must be >= 0", c.loop_passes);
+  if (c.loop_passes > 0) {
+    PG_CHECK(c.loop_start >= 0 && c.loop_start <= c.loop_end && c.loop_end < c.num_layers,
+             "model: loop segment [{}, {}] must satisfy 0 <= loop_start <= loop_end < num_layers {}", c.loop_start,
+             c.loop_end, c.num_layers);
+  }
+  PG_CHECK(c.loop_enable_frac >= 0.f && c.loop_enable_frac <= 1.f, "model: loop_enable_frac {} must be in [0, 1]",
+           c.loop_enable_frac);
+  PG_CHECK(c.smear_gate == "none" || c.smear_gate == "v2", "model: smear_gate '{}' is not one of none, v2",
+           c.smear_gate);
+  const std::vector<bool> xsa = parse_layer_set(c.xsa_layers, c.num_layers, "xsa_layers");
+  // The switches below need tape ops that do not exist yet (attention with doc_start, XSA's
+  // projection, the smear gate): failing here beats silently training a different model.
+  for (bool on : xsa)
+    PG_CHECK(!on, "model: xsa_layers = '{}' is not implemented yet (needs a tape XSA op; issue 5)", c.xsa_layers);
+  PG_CHECK(c.parallel_residual != "two_lane",
+           "model: parallel_residual = two_lane is not implemented yet (issue 5); gptj is available");
+  PG_CHECK(c.smear_gate == "none", "model: smear_gate = v2 is not implemented yet (needs a tape op; issue 5)");
+  PG_CHECK(!c.doc_isolated,
+           "model: doc_isolated = true is not implemented yet (Tape::attention has no doc_start input; issue 5)");
+}
+
+}  // namespace pgolf::model

@@ -1,0 +1,104 @@
+// The legality audit: it passes every real mode (TTT included) on a tiny CPU model and fails each
+// deliberately illegal scorer for the right reason.
+#include <gtest/gtest.h>
+
+#include "eval/audit.h"
+#include "eval_test_util.h"
+
+namespace pgolf::eval {
+namespace {
+
+using testing::doc_stream;
+using testing::synthetic_luts;
+using testing::tiny_model;
+
+EvalOptions base_opts(Mode mode) {
+  EvalOptions o;
+  o.mode = mode;
+  o.context = 16;
+  o.stride = 4;
+  o.batch_tokens = 64;
+  return o;
+}
+
+AuditOptions small_audit() {
+  AuditOptions a;
+  a.samples = 4;
+  return a;
+}
+
+TEST(EvalAudit, PassesEveryLegalMode) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(120, 32, 31);
+  for (Mode mode : {Mode::Plain, Mode::Sliding, Mode::Doc}) {
+    for (bool ttt : {false, true}) {
+      auto o = base_opts(mode);
+      o.ttt.enabled = ttt;
+      o.ttt.chunk_tokens = 32;
+      o.ttt.lr = 0.05f;
+      o.ttt.epochs = 1;
+      const auto r = audit(m, toks, luts, o, small_audit());
+      EXPECT_TRUE(r.passed) << mode_name(mode) << (ttt ? "+ttt" : "") << ": "
+                            << (r.failures.empty() ? "" : r.failures.front());
+      EXPECT_EQ(r.positions, 6);
+      EXPECT_LT(r.max_sum_error, 1e-4);
+      EXPECT_LT(r.max_causal_diff, 1e-5);
+    }
+  }
+}
+
+TEST(EvalAudit, CatchesAModelThatReadsItsTarget) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(120, 32, 32);
+  auto o = base_opts(Mode::Sliding);
+  o.leak = TestLeak::InputSeesTarget;
+  const auto r = audit(m, toks, luts, o, small_audit());
+  EXPECT_FALSE(r.passed);
+  EXPECT_GT(r.max_causal_diff, 1e-2);
+  EXPECT_LT(r.max_sum_error, 1e-4);  // normalised, but not causal
+}
+
+TEST(EvalAudit, CatchesATargetMixedDistribution) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(120, 32, 33);
+  auto o = base_opts(Mode::Doc);
+  o.leak = TestLeak::MixTarget;
+  const auto r = audit(m, toks, luts, o, small_audit());
+  EXPECT_FALSE(r.passed);
+  EXPECT_GT(r.max_causal_diff, 1e-2);
+  EXPECT_LT(r.max_sum_error, 1e-4);
+}
+
+TEST(EvalAudit, CatchesAnUnnormalisedTargetKeyedBlend) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(120, 32, 34);
+  auto o = base_opts(Mode::Plain);
+  o.leak = TestLeak::UnnormalizedBlend;
+  const auto r = audit(m, toks, luts, o, small_audit());
+  EXPECT_FALSE(r.passed);
+  EXPECT_GT(r.max_sum_error, 1.0);  // 1/2 + 32/2 = 16.5
+  EXPECT_LT(r.max_causal_diff, 1e-5);  // causal: only the sum check catches it
+}
+
+TEST(EvalAudit, CatchesTttThatTrainsBeforeScoring) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(120, 32, 35);
+  auto o = base_opts(Mode::Sliding);
+  o.ttt.enabled = true;
+  o.ttt.chunk_tokens = 32;
+  o.ttt.lr = 0.05f;
+  o.ttt.epochs = 1;
+  o.leak = TestLeak::TrainBeforeScore;
+  const auto r = audit(m, toks, luts, o, small_audit());
+  EXPECT_FALSE(r.passed);
+  EXPECT_GT(r.max_causal_diff, 1e-3);  // p_t moved because the weights had seen x_t and later tokens
+  EXPECT_LT(r.max_sum_error, 1e-4);
+}
+
+}  // namespace
+}  // namespace pgolf::eval
