@@ -36,6 +36,14 @@ train_run() {  # train_run NAME CONFIG [--set ...]
   tail -25 "$OUT/$name.log"
 }
 
+eval_run() {  # eval_run NAME ARGS...
+  local name=$1; shift
+  /usr/bin/time -f "wall %e s" $BIN eval --val .carry/data/val/fineweb_val_prefix_sp1024.bin \
+    --tokenizer .carry/data/tokenizers/fineweb_1024_bpe.model --json "$OUT/eval-$name.json" "$@" > "$OUT/eval-$name.log" 2>&1
+  note "eval $name rc=$? $(grep -iE 'val_bpb|wall|audit' "$OUT/eval-$name.log" | tail -4 | tr '\n' ' ')"
+  tail -8 "$OUT/eval-$name.log"
+}
+
 for task in "$@"; do
   case "$task" in
     info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
@@ -48,6 +56,11 @@ for task in "$@"; do
     encode) encode_bench ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
+    evalslide) eval_run slide --run-dir runs/baseline-300s --mode sliding --stride 64 --context 1024 --audit ;;
+    evalttt) eval_run ttt --run-dir runs/baseline-300s --mode sliding --stride 64 --context 1024 --ttt --time-budget 120 ;;
+    pack) timeout 200 $BIN pack runs/baseline-300s --compressor brotli-11 --source-dir . > "$OUT/pack.log" 2>&1
+      note "pack rc=$? $(grep -iE 'counted|artifact' "$OUT/pack.log" | tail -3 | tr '\n' ' ')"; cp runs/baseline-300s/pack.json "$OUT/" 2>/dev/null; tail -12 "$OUT/pack.log" ;;
+    evalart) eval_run artifact --artifact runs/baseline-300s/final_model.pgolf --mode sliding --stride 64 --context 1024 ;;
     *) note "unknown task $task" ;;
   esac
 done

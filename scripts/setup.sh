@@ -42,6 +42,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "$DO_BUILD" = 1 ]; then
+  # ccache keys relative to the checkout, so any clone of the repo (CI's included) reuses the cache.
+  export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
   # CUDA is used when the toolkit is installed (nvcc), GPU or not; PGOLF_CUDA=OFF forces a CPU-only build.
   if [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${CUDACXX:-}" ]; then export CUDACXX=/usr/local/cuda/bin/nvcc; fi
   cmake -G Ninja -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${PGOLF_BUILD_TYPE:-Release}" ${CMAKE_ARGS[@]+"${CMAKE_ARGS[@]}"} >/dev/null

@@ -33,7 +33,7 @@ LineChart overlay(const std::string& title, const std::string& xl, const std::st
   c.x.label = xl;
   c.y.label = yl;
   c.y.log = ylog;
-  c.width = 610;
+  c.width = 580;
   c.height = 340;
   for (size_t i = 0; i < runs.size(); ++i) {
     Series s = parts::series_of(names[i], runs[i].*points, x, y);
@@ -51,7 +51,7 @@ BarChart grouped_bars(const std::string& title, const std::string& unit, bool by
   b.title = title;
   b.value_label = unit;
   b.bytes = bytes;
-  b.width = 1230;
+  b.width = 1180;
   for (const auto& run : per_run)
     for (const auto& [cat, v] : run)
       if (std::find(b.categories.begin(), b.categories.end(), cat) == b.categories.end()) b.categories.push_back(cat);

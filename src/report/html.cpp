@@ -13,7 +13,7 @@ namespace {
 constexpr const char* kCss = R"(
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1260px;padding:12px 20px;color:#222;background:#f6f7f9}
 h1{font-size:22px;margin:8px 0 4px}h2{font-size:17px;margin:0 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-section{background:#fff;border:1px solid #e2e4e8;border-radius:6px;padding:12px 14px;margin:12px 0}
+section{overflow-x:auto;background:#fff;border:1px solid #e2e4e8;border-radius:6px;padding:12px 14px;margin:12px 0}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}td,th{border:1px solid #e2e4e8;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f6f7f9;border:1px solid #e2e4e8;padding:8px;font-size:12px;overflow:auto;max-height:420px;white-space:pre-wrap}

@@ -59,7 +59,7 @@ struct LineChart {
   std::string title;
   Axis x, y;
   std::vector<Series> series;
-  int width = 600, height = 320;
+  int width = 580, height = 320;
 };
 
 // Draws the chart; a chart with no finite data renders a framed "no data" note instead.
@@ -77,7 +77,7 @@ struct BarChart {
   std::vector<std::string> categories;
   std::vector<BarSeries> series;
   bool bytes = false;  // value ticks as bytes (kB/MB) rather than plain numbers
-  int width = 600;     // height follows the number of bars
+  int width = 580;     // height follows the number of bars
 };
 
 std::string render_bar_chart(const BarChart& c);
