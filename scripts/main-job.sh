@@ -23,4 +23,13 @@ fi
 RUN_DIR=runs/main-$(date +%Y%m%d-%H%M%S)
 echo "main job: training $CONFIG into $RUN_DIR"
 $PGOLF train --config "$CONFIG" --run-dir "$RUN_DIR" "$@"
-echo "main job: done; results in $RUN_DIR (config.toml, metrics.jsonl, final scores above)"
+# Quantize + pack the trained model into an artifact, then score the artifact alone (sliding window).
+$PGOLF pack "$RUN_DIR"
+SEQ_LEN=$(sed -n 's/^seq_len *= *\([0-9]*\).*/\1/p' "$RUN_DIR/config.toml" | head -1)
+SEQ_LEN=${SEQ_LEN:-1024}
+VAL=$(sed -n 's/^val *= *"\(.*\)".*/\1/p' "$RUN_DIR/config.toml" | head -1)
+TOKENIZER=$(sed -n 's/^tokenizer *= *"\(.*\)".*/\1/p' "$RUN_DIR/config.toml" | head -1)
+$PGOLF eval --artifact "$RUN_DIR/final_model.pgolf" --val "$VAL" --tokenizer "$TOKENIZER" \
+  --mode sliding --context "$SEQ_LEN" --stride $((SEQ_LEN / 4)) --json "$RUN_DIR/eval.json"
+$PGOLF report "$RUN_DIR" || echo "main job: report not written"
+echo "main job: done; results in $RUN_DIR (config.toml, metrics.jsonl, final_model.pgolf, eval.json, report.html)"

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=build
-CMAKE_ARGS=()
+# Explicit, so a build folder configured earlier with another choice follows this call's options.
+CMAKE_ARGS=(-DPGOLF_CUDA=AUTO)
 DO_BUILD=1
 while [ $# -gt 0 ]; do
   case "$1" in
