@@ -128,14 +128,20 @@ void copy(const Tensor& src, const Tensor& dst) {
     store_any(dst.data(), dst.dtype(), i, load_any(src.data(), src.dtype(), i));
 }
 
-void add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  const char* op = "add";
+// Shared checks of the elementwise binary ops: f32/bf16 operands of one numel on one device.
+static Device check_binary(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {
   cpu::check_fb(op, "a", a);
   cpu::check_fb(op, "b", b);
   cpu::check_fb(op, "out", out);
   Device dev = check_same_device(op, {&a, &b, &out});
   cpu::check_same_numel(op, "a", a, "b", b);
   cpu::check_same_numel(op, "a", a, "out", out);
+  return dev;
+}
+
+void add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const char* op = "add";
+  Device dev = check_binary(op, a, b, out);
   if (dev == Device::CUDA) {
     PG_CUDA_DISPATCH(op, cuda::add(a, b, out));
     return;
@@ -159,12 +165,7 @@ void axpby(float alpha, const Tensor& x, float beta, const Tensor& y) {
 
 void mul(const Tensor& a, const Tensor& b, const Tensor& out) {
   const char* op = "mul";
-  cpu::check_fb(op, "a", a);
-  cpu::check_fb(op, "b", b);
-  cpu::check_fb(op, "out", out);
-  Device dev = check_same_device(op, {&a, &b, &out});
-  cpu::check_same_numel(op, "a", a, "b", b);
-  cpu::check_same_numel(op, "a", a, "out", out);
+  Device dev = check_binary(op, a, b, out);
   if (dev == Device::CUDA) {
     PG_CUDA_DISPATCH(op, cuda::mul(a, b, out));
     return;
