@@ -140,7 +140,8 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
   matmul(as_rows(x), Trans::N, w, Trans::T, as_rows(y));
 }
 
-void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw) {
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
+                     bool accumulate_dx) {
   const char* op = "linear_backward";
   cpu::check_fb(op, "x", x);
   cpu::check_fb(op, "w", w);
@@ -156,7 +157,7 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
   if (dx.defined()) {
     cpu::check_fb(op, "dx", dx);
     check_shape(op, "dx", dx, x.shape());
-    matmul(as_rows(dy), Trans::N, w, Trans::N, as_rows(dx));
+    matmul(as_rows(dy), Trans::N, w, Trans::N, as_rows(dx), 1.f, accumulate_dx ? 1.f : 0.f);
   }
   if (dw.defined()) {
     cpu::check_f32(op, "dw", dw);

@@ -19,8 +19,10 @@ void matmul_batched(const Tensor& A, Trans ta, const Tensor& B, Trans tb, const 
 
 // Linear layer in the PyTorch convention. x: (N, in) ; w: (out, in) ; y: (N, out) = x w^T.
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y);
-// dx = dy w (OVERWRITTEN; skipped if dx undefined) ; dw += dy^T x (f32, ACCUMULATED; skipped if undefined).
-void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw);
+// dx = dy w (OVERWRITTEN, or ADDED when accumulate_dx; skipped if dx undefined) ;
+// dw += dy^T x (f32, ACCUMULATED; skipped if undefined).
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
+                     bool accumulate_dx = false);
 
 #if PGOLF_CUDA
 namespace cuda {

@@ -34,7 +34,7 @@ void rmsnorm_fwd_kernel(const TX* x, const TG* gain, TY* y, TR* rstd, int64_t N,
 // dx may alias dy: each row's dot product is complete before the row is overwritten.
 template <class S, class TX, class TG, class TR, class TD, class TDX>
 void rmsnorm_bwd_kernel(const TX* x, const TG* gain, const TR* rstd, const TD* dy, TDX* dx, double* dgain, int64_t N,
-                        int64_t C) {
+                        int64_t C, bool from_output = false) {
   for (int64_t n = 0; n < N; ++n) {
     const TX* xr = x + n * C;
     const TD* dr = dy + n * C;
@@ -45,7 +45,8 @@ void rmsnorm_bwd_kernel(const TX* x, const TG* gain, const TR* rstd, const TD* d
       dot += d * (gain ? ld<S>(gain[c]) : S(1)) * xv;
       if (dgain) dgain[c] += static_cast<double>(d * xv * r);
     }
-    S k = r * r * dot / static_cast<S>(C);
+    // From the output (weightless, x holds y = x r): x r^2 dot(x) / C = y dot(y) / C, so k drops the r^2.
+    S k = (from_output ? S(1) : r * r) * dot / static_cast<S>(C);
     TDX* out = dx + n * C;
     for (int64_t c = 0; c < C; ++c) {
       S g = gain ? ld<S>(gain[c]) : S(1);
@@ -119,6 +120,43 @@ void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, c
     float* dg = dgain.ptr<float>();
     for (int64_t c = 0; c < C; ++c) dg[c] = static_cast<float>(dg[c] + acc[c]);
   }
+}
+
+void rmsnorm_backward_from_output(const Tensor& y, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                                  bool accumulate) {
+  const char* op = "rmsnorm_backward_from_output";
+  cpu::check_fb(op, "y", y);
+  check_ndim(op, "y", y, 2);
+  const int64_t N = y.dim(0), C = y.dim(1);
+  cpu::check_f32(op, "rstd", rstd);
+  check_shape(op, "rstd", rstd, Shape{N});
+  cpu::check_fb(op, "dy", dy);
+  check_shape(op, "dy", dy, y.shape());
+  cpu::check_fb(op, "dx", dx);
+  check_shape(op, "dx", dx, y.shape());
+  if (check_same_device(op, {&y, &rstd, &dy, &dx}) == Device::CUDA) {
+    PG_CUDA_DISPATCH(op, cuda::rmsnorm_backward_from_output(y, rstd, dy, dx, accumulate));
+    return;
+  }
+  PG_CHECK(!accumulate || (dx.data() != dy.data() && dx.data() != y.data()), "{}: an accumulated dx {} may not alias "
+           "y or dy", op, dx.desc());
+  const float* r = rstd.ptr<float>();
+  // Accumulating: the contribution goes through an f32 scratch row block, then is added.
+  std::vector<float> part(accumulate ? static_cast<size_t>(N * C) : 0);
+  cpu::visit_fb(op, "y", y, [&](auto* yp) {
+    cpu::visit_fb(op, "dy", dy, [&](auto* dyp) {
+      if (accumulate) {
+        rmsnorm_bwd_kernel<float>(yp, static_cast<const float*>(nullptr), r, dyp, part.data(), nullptr, N, C, true);
+        cpu::visit_fb(op, "dx", dx, [&](auto* dxp) {
+          for (int64_t i = 0; i < N * C; ++i) st(dxp[i], ld<float>(dxp[i]) + part[static_cast<size_t>(i)]);
+        });
+        return;
+      }
+      cpu::visit_fb(op, "dx", dx, [&](auto* dxp) {
+        rmsnorm_bwd_kernel<float>(yp, static_cast<const float*>(nullptr), r, dyp, dxp, nullptr, N, C, true);
+      });
+    });
+  });
 }
 
 namespace ref {

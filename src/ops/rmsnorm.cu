@@ -50,7 +50,8 @@ __global__ void rmsnorm_forward_kernel(DevPtr x, const float* __restrict__ gain,
 
 // dx = r u - r^3 x mean(u x), u = dy * gain.
 __global__ void rmsnorm_backward_kernel(DevPtr x, const float* __restrict__ gain, const float* __restrict__ rstd,
-                                        DevPtr dy, DevPtr dx, int64_t N, int64_t C, bool vec) {
+                                        DevPtr dy, DevPtr dx, int64_t N, int64_t C, bool vec,
+                                        bool from_output = false, bool accumulate = false) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (n >= N) return;
@@ -69,7 +70,8 @@ __global__ void rmsnorm_backward_kernel(DevPtr x, const float* __restrict__ gain
   }
   dot = warp_sum(dot);
   const float r = rstd[n];
-  const float k = r * r * r * dot / static_cast<float>(C);
+  // From the output (x holds y = x r): r^3 x dot(x) = r y dot(y).
+  const float k = (from_output ? r : r * r * r) * dot / static_cast<float>(C);
   if (vec) {
     for (int64_t c = lane * 8; c < C; c += 256) {
       float xe[8], de[8];
@@ -77,11 +79,18 @@ __global__ void rmsnorm_backward_kernel(DevPtr x, const float* __restrict__ gain
       load8(dy, base + c, de);
 #pragma unroll
       for (int j = 0; j < 8; ++j) de[j] = r * de[j] * (gain ? gain[c + j] : 1.f) - k * xe[j];
+      if (accumulate) {
+        float old[8];
+        load8(dx, base + c, old);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) de[j] += old[j];
+      }
       store8(dx, base + c, de);
     }
   } else {
     for (int64_t c = lane; c < C; c += 32)
-      store1(dx, base + c, r * load1(dy, base + c) * (gain ? gain[c] : 1.f) - k * load1(x, base + c));
+      store1(dx, base + c, (accumulate ? load1(dx, base + c) : 0.f) + r * load1(dy, base + c) * (gain ? gain[c] : 1.f) -
+                               k * load1(x, base + c));
   }
 }
 
@@ -145,6 +154,22 @@ void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, c
   const bool vec = rows_vectorisable(C, {xp, dyp, dxp});
   const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
   rmsnorm_backward_kernel<<<grid, kRowsPerBlock * 32, 0, stream()>>>(xp, g, rstd.ptr<float>(), dyp, dxp, N, C, vec);
+  PG_CUDA_LAUNCH_CHECK(op);
+}
+
+void rmsnorm_backward_from_output(const Tensor& y, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                                  bool accumulate) {
+  const char* op = "rmsnorm_backward_from_output";
+  const int64_t C = y.dim(-1), N = C > 0 ? y.numel() / C : 0;
+  require_dtype(op, "rstd", rstd, DType::F32);
+  PG_CHECK(rstd.numel() == N && dy.numel() == y.numel() && dx.numel() == y.numel(),
+           "{}: rstd {} / dy {} / dx {} do not match y {}", op, rstd.desc(), dy.desc(), dx.desc(), y.desc());
+  if (N == 0) return;
+  const DevPtr yp = dev_ptr(op, "y", y), dyp = dev_ptr(op, "dy", dy), dxp = dev_ptr(op, "dx", dx);
+  const bool vec = rows_vectorisable(C, {yp, dyp, dxp});
+  const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  rmsnorm_backward_kernel<<<grid, kRowsPerBlock * 32, 0, stream()>>>(yp, nullptr, rstd.ptr<float>(), dyp, dxp, N, C,
+                                                                     vec, true, accumulate);
   PG_CUDA_LAUNCH_CHECK(op);
 }
 

@@ -11,8 +11,16 @@ void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const
 void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
                       const Tensor& dgain);
 
+// The weightless backward from the OUTPUT y = x r instead of x (memory-efficient form: the f32 input
+// need not be kept; y is kept anyway by the matmul that reads it): dx = r (dy - y mean(dy y)).
+// dx may alias dy.
+void rmsnorm_backward_from_output(const Tensor& y, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                                  bool accumulate = false);
+
 #if PGOLF_CUDA
 namespace cuda {
+void rmsnorm_backward_from_output(const Tensor& y, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                                  bool accumulate);
 void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd, float eps);
 void rmsnorm_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
                       const Tensor& dgain);

@@ -193,6 +193,9 @@ std::vector<CaseMaker> all_cases(uint64_t seed) {
   add_elementwise_cases(out, seed);
   add_nn_cases(out, seed + 1);
   add_heavy_cases(out, seed + 2);
+  add_fused_cases(out, seed + 3);
+  add_record_cases(out, seed + 4);
+  add_gdn_cases(out, seed + 5);
   return out;
 }
 

@@ -53,6 +53,9 @@ std::vector<CaseMaker> all_cases(uint64_t seed);
 void add_elementwise_cases(std::vector<CaseMaker>& out, uint64_t seed);  // elementwise, reduce, embedding
 void add_nn_cases(std::vector<CaseMaker>& out, uint64_t seed);           // rmsnorm, rope, activation, CE
 void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed);        // optim, random, matmul, attention
+void add_fused_cases(std::vector<CaseMaker>& out, uint64_t seed);        // qk_prep (fused norm/rope/gain)
+void add_record_cases(std::vector<CaseMaker>& out, uint64_t seed);       // xsa, smear gates, scalar mix, doc starts
+void add_gdn_cases(std::vector<CaseMaker>& out, uint64_t seed);          // GatedDeltaNet chunked/recurrent, short conv
 
 // Runs one case on CPU and GPU and compares; never throws (failures become FAIL results).
 std::vector<Result> run_case(const Case& c, bool time_gpu);

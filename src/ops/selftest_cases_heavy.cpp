@@ -141,6 +141,17 @@ void matmul_cases(std::vector<CaseMaker>& out, uint64_t seed) {
                      b.run([=](const T& t) { linear_backward(t[x], t[w], t[dy], t[dx], t[dw]); });
                      return b.done();
                    }});
+    out.push_back({"linear_bwd(accumulate dx)", false, [=] {
+                     const Shape sx{37, 24}, sw{40, 24}, sy{37, 40};
+                     Builder b("linear_bwd(accumulate dx)", dtype_label({ab}), sy, seed);
+                     int x = b.add("x", b.in.normal(sx, ab)), w = b.add("w", b.in.normal(sw, ab)),
+                         dy = b.add("dy", b.in.normal(sy, ab)), dx = b.add("dx", b.in.normal(sx, ab)),
+                         dw = b.add("dw", b.in.normal(sw, kF));
+                     b.check(dx, tol(ab, true));
+                     b.check(dw, kTolF32Reduce);
+                     b.run([=](const T& t) { linear_backward(t[x], t[w], t[dy], t[dx], t[dw], true); });
+                     return b.done();
+                   }});
   }
 }
 

@@ -95,6 +95,11 @@ TEST(OpsMatmul, LinearForwardBackward) {
                  1e-5, "linear dw");
     Tensor dw_only = Tensor::zeros(Shape{Out, In}, DType::F32);
     ops::linear_backward(x, w, dy, Tensor(), dw_only);  // dx skipped
+    // accumulate_dx adds dy w to what dx holds (a second reader of x).
+    Tensor dx2 = rand_tensor(x.shape(), t, 79);
+    std::vector<double> want_acc = ref_gemm(dyv, Trans::N, wv, Trans::N, to_d(dx2), Nr, In, Out, 1, 1);
+    ops::linear_backward(x, w, dy, dx2, Tensor(), /*accumulate_dx=*/true);
+    expect_close(to_d(dx2), want_acc, tol_for(t), "linear dx accumulated");
   }
 }
 

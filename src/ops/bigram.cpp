@@ -1,0 +1,39 @@
+#include "ops/bigram.h"
+
+#include "ops/check.h"
+
+namespace pgolf::ops {
+
+namespace ref {
+int32_t bigram_bucket(int32_t prev, int32_t cur, bool first, int64_t buckets) {
+  if (first) return static_cast<int32_t>(buckets - 1);
+  const int64_t h = (int64_t{36313} * cur) ^ (int64_t{27191} * prev);
+  return static_cast<int32_t>(h % (buckets - 1));
+}
+}  // namespace ref
+
+void bigram_hash(const Tensor& ids, int64_t buckets, const Tensor& out) {
+  const char* op = "bigram_hash";
+  check_defined(op, "ids", ids);
+  check_dtype(op, "ids", ids, {DType::I32});
+  check_ndim(op, "ids", ids, 2);
+  check_defined(op, "out", out);
+  check_dtype(op, "out", out, {DType::I32});
+  check_shape(op, "out", out, ids.shape());
+  PG_CHECK(buckets >= 2 && buckets <= (int64_t{1} << 30), "{}: buckets {} must be in 2..2^30", op, buckets);
+  if (check_same_device(op, {&ids, &out}) == Device::CUDA) {
+    PG_CUDA_DISPATCH(op, cuda::bigram_hash(ids, buckets, out));
+    return;
+  }
+  const int64_t B = ids.dim(0), T = ids.dim(1);
+  const int32_t* in = ids.ptr<int32_t>();
+  int32_t* o = out.ptr<int32_t>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = b * T + t;
+      PG_CHECK(in[i] >= 0, "{}: negative token id {} at ({}, {})", op, in[i], b, t);
+      o[i] = ref::bigram_bucket(t > 0 ? in[i - 1] : 0, in[i], t == 0, buckets);
+    }
+}
+
+}  // namespace pgolf::ops

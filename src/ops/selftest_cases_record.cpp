@@ -1,0 +1,160 @@
+// Parity cases of the record-stack ops (TECHNIQUES.md §5): XSA, SmearGate v1/v2, scalar mix and
+// document starts.
+#include "ops/documents.h"
+#include "ops/scalar_mix.h"
+#include "ops/selftest.h"
+#include "ops/selftest_util.h"
+#include "ops/smear.h"
+#include "ops/xsa.h"
+
+namespace pgolf::ops::selftest {
+
+namespace {
+
+constexpr DType kF = DType::F32, kB = DType::BF16;
+
+void xsa_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  struct R {
+    Shape y;
+    int64_t hkv;
+    bool big;
+  };
+  for (const R& r : {R{Shape{2, 9, 4, 16}, 2, false}, R{Shape{1, 5, 3, 40}, 3, false}, R{Shape{2, 7, 8, 64}, 4, false},
+                     R{Shape{48, 2048, 8, 64}, 4, true}}) {
+    const Shape sy = r.y, sv{r.y[0], r.y[1], r.hkv, r.y[3]};
+    for (DType dt : {kF, kB}) {
+      out.push_back({"xsa_fwd", r.big, [=] {
+                       Builder b("xsa_fwd", dtype_label({dt}), sy, seed);
+                       int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", b.in.normal(sv, dt)),
+                           o = b.add("out", Inputs::poison(sy, dt));
+                       b.check(o, tol(dt, true));
+                       b.run([=](const T& t) { xsa_forward(t[y], t[v], t[o]); });
+                       return b.done();
+                     }});
+      out.push_back({"xsa_bwd", r.big, [=] {
+                       Builder b("xsa_bwd", dtype_label({dt}), sy, seed);
+                       int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", b.in.normal(sv, dt)),
+                           g = b.add("dout", b.in.normal(sy, dt)), dy = b.add("dy", Inputs::poison(sy, dt)),
+                           dv = b.add("dv", Inputs::poison(sv, dt));
+                       b.check(dy, tol(dt, true));
+                       b.check(dv, tol(dt, true));
+                       b.run([=](const T& t) { xsa_backward(t[y], t[v], t[g], t[dy], t[dv]); });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
+void smear_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  constexpr int kBos = 1;
+  for (const auto& [s, big] : {std::pair{Shape{2, 9, 13}, false}, std::pair{Shape{3, 33, 64}, false},
+                               std::pair{Shape{48, 2048, 512}, true}}) {
+    const Shape sx = s, sc{s[2]}, sbt{s[0], s[1]};
+    const int64_t W = s[2] < 12 ? s[2] : 12;
+    for (DType dt : {kF, kB}) {
+      out.push_back({"smear_v1_fwd", big, [=] {
+                       Builder b("smear_v1_fwd", dtype_label({dt}), sx, seed);
+                       int x = b.add("x", b.in.normal(sx, dt)), g = b.add("gate", b.in.normal(sc, kF)),
+                           o = b.add("out", Inputs::poison(sx, dt));
+                       b.check(o, tol(dt, true));
+                       b.run([=](const T& t) { smear_v1_forward(t[x], t[g], t[o]); });
+                       return b.done();
+                     }});
+      out.push_back({"smear_v1_bwd", big, [=] {
+                       Builder b("smear_v1_bwd", dtype_label({dt}), sx, seed);
+                       int x = b.add("x", b.in.normal(sx, dt)), g = b.add("gate", b.in.normal(sc, kF)),
+                           go = b.add("dout", b.in.normal(sx, dt)), dx = b.add("dx", Inputs::poison(sx, dt)),
+                           dg = b.add("dgate", b.in.normal(sc, kF));
+                       b.check(dx, tol(dt, true));
+                       b.check(dg, kTolF32Reduce);
+                       b.run([=](const T& t) { smear_v1_backward(t[x], t[g], t[go], t[dx], t[dg]); });
+                       return b.done();
+                     }});
+      out.push_back({"smear_v2_fwd", big, [=] {
+                       Builder b("smear_v2_fwd", dtype_label({dt}), sx, seed);
+                       int e = b.add("e", b.in.normal(sx, dt)), ids = b.add("ids", b.in.ids(sbt, 4)),
+                           w = b.add("w", b.in.normal(Shape{W}, kF, 0.3f)), l = b.add("lambda", Inputs::values({0.7f})),
+                           o = b.add("out", Inputs::poison(sx, dt));
+                       b.check(o, tol(dt, true));
+                       b.run([=](const T& t) { smear_v2_forward(t[e], t[ids], t[w], t[l], kBos, t[o]); });
+                       return b.done();
+                     }});
+      out.push_back({"smear_v2_bwd", big, [=] {
+                       Builder b("smear_v2_bwd", dtype_label({dt}), sx, seed);
+                       int e = b.add("e", b.in.normal(sx, dt)), ids = b.add("ids", b.in.ids(sbt, 4)),
+                           w = b.add("w", b.in.normal(Shape{W}, kF, 0.3f)), l = b.add("lambda", Inputs::values({0.7f})),
+                           go = b.add("dout", b.in.normal(sx, dt)), de = b.add("de", Inputs::poison(sx, dt)),
+                           dw = b.add("dw", b.in.normal(Shape{W}, kF)), dl = b.add("dlambda", Inputs::values({0.25f}));
+                       b.check(de, tol(dt, true));
+                       b.check(dw, kTolF32Reduce);
+                       b.check(dl, kTolF32Reduce);
+                       b.run([=](const T& t) {
+                         smear_v2_backward(t[e], t[ids], t[w], t[l], kBos, t[go], t[de], t[dw], t[dl]);
+                       });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
+void scalar_mix_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  for (const auto& [s, big] : {std::pair{Shape{7, 13}, false}, std::pair{Shape{65536, 512}, true}}) {
+    const Shape sx = s;
+    for (DType dt : {kF, kB}) {
+      out.push_back({"scalar_mix_fwd", big, [=] {
+                       Builder b("scalar_mix_fwd", dtype_label({dt, kF}), sx, seed);
+                       int a = b.add("x0", b.in.normal(sx, kF)), m = b.add("x1", b.in.normal(sx, dt)),
+                           c = b.add("x2", b.in.normal(sx, dt)), s0 = b.add("s0", Inputs::values({1.1f})),
+                           s1 = b.add("s1", Inputs::values({0.4f})), s2 = b.add("s2", Inputs::values({-1.3f})),
+                           o = b.add("out", Inputs::poison(sx, kF));
+                       b.check(o, kTolF32Reduce);
+                       b.run([=](const T& t) {
+                         scalar_mix_forward({{t[s0], t[a], {}, {}}, {t[s1], t[m], {}, {}}, {t[s2], t[c], {}, {}}}, t[o]);
+                       });
+                       return b.done();
+                     }});
+      out.push_back({"scalar_mix_bwd", big, [=] {
+                       Builder b("scalar_mix_bwd", dtype_label({dt, kF}), sx, seed);
+                       int a = b.add("x0", b.in.normal(sx, kF)), m = b.add("x1", b.in.normal(sx, dt)),
+                           s0 = b.add("s0", Inputs::values({1.1f})), s1 = b.add("s1", Inputs::values({0.4f})),
+                           g = b.add("dout", b.in.normal(sx, kF)), da = b.add("dx0", Inputs::poison(sx, kF)),
+                           dm = b.add("dx1", Inputs::poison(sx, dt)), ds0 = b.add("ds0", Inputs::values({0.5f})),
+                           ds1 = b.add("ds1", Inputs::values({-2.f}));
+                       b.check(da, kTolF32);
+                       b.check(dm, tol(dt));
+                       b.check(ds0, 1e-4);
+                       b.check(ds1, 1e-4);
+                       b.run([=](const T& t) {
+                         scalar_mix_backward({{t[s0], t[a], t[da], t[ds0]}, {t[s1], t[m], t[dm], t[ds1]}}, t[g]);
+                       });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
+void doc_start_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  for (const auto& [s, big] : {std::pair{Shape{3, 17}, false}, std::pair{Shape{2, 600}, false},
+                               std::pair{Shape{48, 2048}, true}}) {
+    const Shape sbt = s;
+    out.push_back({"doc_starts", big, [=] {
+                     Builder b("doc_starts", "i32", sbt, seed);
+                     // ~1 BOS in 64 tokens (vocabulary 64, BOS = 1): documents of varied lengths.
+                     int ids = b.add("ids", b.in.ids(sbt, 64)), o = b.add("out", Tensor::zeros(sbt, DType::I32));
+                     b.check(o, 0.0);
+                     b.run([=](const T& t) { doc_starts(t[ids], 1, t[o]); });
+                     return b.done();
+                   }});
+  }
+}
+
+}  // namespace
+
+void add_record_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  xsa_cases(out, seed);
+  smear_cases(out, seed + 1);
+  scalar_mix_cases(out, seed + 2);
+  doc_start_cases(out, seed + 3);
+}
+
+}  // namespace pgolf::ops::selftest
