@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/tape.h"
@@ -98,9 +99,11 @@ void GPT::build_params() {
     skip_weights_ = control("skip_weights", Shape{num_skip_weights(), d}, InitKind::Ones);
     if (cfg_.skip_gates) skip_gates_ = control("skip_gates", Shape{num_skip_weights(), d}, InitKind::Zeros);
   }
+  const std::vector<bool> xsa = parse_layer_set(cfg_.xsa_layers, cfg_.num_layers, "xsa_layers");  // §5.7
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const std::string b = fmt::format("blocks.{}.", i);
     BlockParams bp{};
+    bp.xsa = xsa[static_cast<size_t>(i)];
     bp.c_q = matrix(b + "attn.c_q.weight", Shape{d, d}, QuantRole::AttnQ, InitKind::KaimingUniform);
     bp.c_k = matrix(b + "attn.c_k.weight", Shape{kv, d}, QuantRole::AttnK, InitKind::KaimingUniform);
     bp.c_v = matrix(b + "attn.c_v.weight", Shape{kv, d}, QuantRole::AttnV, InitKind::KaimingUniform);
@@ -113,6 +116,7 @@ void GPT::build_params() {
     bp.resid_mix = control(b + "resid_mix", Shape{2, d}, InitKind::FirstRowOnes);
     blocks_.push_back(bp);
   }
+  build_extra_params();  // the optional record-stack modules (gpt_extra.cpp, gpt_extra2.cpp)
 }
 
 void GPT::init(uint64_t seed) {
@@ -177,13 +181,16 @@ size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
   // Nothing is read in measuring mode, so unbacked tensors stand in for the batch.
   Tensor ids = Tensor::from_blob(nullptr, Shape{B, T}, DType::I32, dev_);
   Tensor none = Tensor::from_blob(nullptr, Shape{1}, DType::F32, dev_);
-  if (with_backward) {
-    forward_backward(ids, ids, 1.f, probe, none);
-  } else {
-    Tensor losses = Tensor::from_blob(nullptr, Shape{B * T}, DType::F32, dev_);
-    forward_losses(ids, ids, probe, losses);
-  }
-  return probe.end_measure();
+  Tensor losses = Tensor::from_blob(nullptr, Shape{B * T}, DType::F32, dev_);
+  forward_losses(ids, ids, probe, losses);
+  const size_t forward_only = probe.end_measure();
+  if (!with_backward) return forward_only;
+  // A training arena also serves forward-only passes of the same batch (validation, logits, finite
+  // differences), whose peak can exceed the step's: the step frees activations as it goes, a
+  // forward-only pass keeps them to its end.
+  probe.begin_measure();
+  forward_backward(ids, ids, 1.f, probe, none);
+  return std::max(forward_only, probe.end_measure());
 }
 
 }  // namespace pgolf::model

@@ -34,16 +34,27 @@ struct ModelConfig {
   // Record-stack switches (TECHNIQUES.md §5); the defaults are the baseline.
   bool ln_scale = false;             // §5.6: block l's normed inputs times 1/sqrt(l+1) (physical l)
   bool skip_gates = false;           // §5.5: x <- s(g) x + (1 - s(g)) (w skip), parameter "skip_gates"
-  std::string xsa_layers;            // §5.7: "" none | "all" | "0,3,7" (physical layers) — not implemented yet
-  std::string parallel_residual = "none";  // §5.13: none | gptj (one lane) | two_lane (not implemented yet)
-  int parallel_start = 0;            // §5.13: first physical layer with parallel residuals
+  std::string xsa_layers;            // §5.7: "" none | "all" | "0,3,7" (physical layers)
+  std::string parallel_residual = "none";  // §5.13: none | gptj (one lane) | two_lane (lanes A and M)
+  int parallel_start = 0;            // §5.13: first physical layer with parallel residuals (two_lane:
+                                     // lanes split at the first decoder slot whose layer is >= it)
   int loop_start = -1;               // §5.12: loop segment [loop_start, loop_end] (physical); -1 = no loop
   int loop_end = -1;
   int loop_passes = 0;               // §5.12: extra passes n (the segment runs n + 1 times)
   float loop_enable_frac = 0.f;      // §5.12: training fraction at which looping switches on
-  std::string smear_gate = "none";   // §5.8: none | v2 (not implemented yet)
-  bool doc_isolated = false;         // §5.15: no attention across BOS — not implemented yet (fails clearly)
+  std::string smear_gate = "none";   // §5.8: none | v1 (static per-channel) | v2 (gated, BOS-masked)
+  int smear_window = 12;             // §5.8 v2: GATE_WINDOW, the channels the gate reads
+  bool doc_isolated = false;         // §5.15: no attention across BOS (doc_start from the batch's ids)
   int bos_id = 1;                    // the BOS token id doc_isolated / SmearGate v2 split documents at
+  std::string attn_gate = "none";    // §5.14: none | out (2 s(W n[0:w])) | dense (s(W n)) | sparse (s(c W n[0:w]))
+  int attn_gate_window = 12;         // §5.14: input channels the out/sparse gate reads (dense reads all d)
+  float attn_gate_scale = 0.5f;      // §5.14 sparse: c (top record 0.5)
+  bool value_residual = false;       // §5.11 VRL: v_l <- lerp(v_l, v_layer0, s(a_l)) for layers >= 1
+  float vrl_init = -1.5f;            // §5.11: a_l init (s(-1.5) = 0.18)
+  int ve_dim = 0;                    // §5.10 value embeddings: table width (0 = off; records 128)
+  std::string ve_layers;             // §5.10: physical layers that add the value embedding ("9,10")
+  int bigram_buckets = 0;            // §5.9 BigramHash: table rows N_b (0 = off)
+  int bigram_dim = 128;              // §5.9: table width d_b (projected to d)
   float norm_eps = 1.1920929e-07f;   // torch.finfo(float32).eps, F.rms_norm's default for fp32
   DType act_dtype = DType::F32;      // activations between ops: F32 on CPU, BF16 on GPU
   int head_dim() const { return model_dim / num_heads; }
@@ -80,8 +91,8 @@ class GPT {
   void forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena, const Tensor& losses);
   // Forward only: the raw tied-head logits z = h E^T (B*T, V) in cfg.act_dtype (before the soft-cap).
   void forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits);
-  // Bytes the arena needs for forward_backward at (B, T) (a measuring dry run); with_backward=false
-  // measures forward_losses instead.
+  // Bytes the arena needs at (B, T) (measuring dry runs): with_backward, the larger of forward_backward's
+  // and forward_losses' peaks (a training arena also serves forward-only passes); else forward_losses'.
   size_t plan_bytes(int64_t B, int64_t T, bool with_backward = true);
 
   // The parameter table of `cfg` with specs only (nothing allocated): counts and names of big models.
@@ -105,6 +116,11 @@ class GPT {
   // Indices into params_ of one block's tensors (indices, not pointers, so a GPT can be copied).
   struct BlockParams {
     size_t c_q, c_k, c_v, attn_proj, q_gain, fc, mlp_proj, attn_scale, mlp_scale, resid_mix;
+    bool xsa = false;  // §5.7 on this physical layer
+    // Second batch of record modules (gpt_extra2.cpp; 0 = absent): the layer's index, its attention
+    // output gate (§5.14), VRL mix logit (§5.11) and value-embedding scale (§5.10).
+    int index = 0;
+    size_t attn_gate = 0, vrl = 0, ve_scale = 0;
   };
   struct SpecsOnly {};
   GPT(const ModelConfig& cfg, Device dev, SpecsOnly);
@@ -127,6 +143,25 @@ class GPT {
   Var block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T);
   Var attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T);
   Var mlp(Tape& tp, const BlockParams& bp, const Var& n);
+  // Record-stack pieces (gpt_extra.cpp). Parameters of the optional modules (called by build_params).
+  void build_extra_params();
+  // doc_start_ for this batch when doc_isolated (an Arena buffer), else undefined.
+  void prepare_documents(Tape& tp, const Tensor& ids);
+  // SmearGate on the raw embedding (v2) / on the normed embedding (v1); identity otherwise.
+  Var smear_raw(Tape& tp, const Var& e, const Tensor& ids);
+  Var smear_normed(Tape& tp, const Var& x, int64_t T);
+  bool two_lane() const { return cfg_.parallel_residual == "two_lane"; }
+  // One two-lane block (§5.13): reads lane A (with the x0 mix) and lane M, returns the new A and
+  // replaces *m with the new M.
+  Var two_lane_block(Tape& tp, int layer, const Var& a, Var* m, const Var& x0, int64_t B, int64_t T);
+  Var merge_lanes(Tape& tp, const Var& a, const Var& m);  // (A + M) / 2
+  // Second batch (gpt_extra2.cpp): parameters, then the forward hooks. embed_extras adds the
+  // BigramHash term to the raw embedding and prepares the batch's value embedding; value_extras
+  // applies VE and VRL to a layer's values (N, kv); out_gate gates the attention output (N, H, D).
+  void build_extra2_params();
+  Var embed_extras(Tape& tp, const Var& e, const Tensor& ids);
+  Var value_extras(Tape& tp, const BlockParams& bp, const Var& v);
+  Var out_gate(Tape& tp, const BlockParams& bp, const Var& n, const Var& y);
 
   ModelConfig cfg_;
   Device dev_;
@@ -140,6 +175,15 @@ class GPT {
   // 1/sqrt(l+1); the gradient they receive is scratch and never used.
   std::vector<Param> ln_scales_;
   bool looping_ = false;
+  // Optional modules (0 = absent; index into params_).
+  size_t smear_gate_ = 0, smear_w_ = 0, smear_lambda_ = 0, lane_resid_ = 0, lane_route_ = 0;
+  Tensor half_;      // (1) f32 0.5, the constant weight of merge_lanes
+  Tensor doc_start_;  // (B, T) i32 of the batch in flight (doc_isolated), else undefined
+  size_t bigram_table_ = 0, bigram_proj_ = 0, bigram_scale_ = 0, ve_table_ = 0, ve_proj_ = 0, ve_gain_ = 0;
+  // Tape values of the batch in flight, as (tensor, node) pairs (Var is incomplete here): the value
+  // embedding scale * P_v E_v[ids] (N, kv) and layer 0's values for VRL (node -2: not set yet).
+  Tensor ve_t_, v0_t_;
+  int ve_node_ = -2, v0_node_ = -2;
 };
 
 }  // namespace pgolf::model

@@ -21,8 +21,12 @@ ops::Act parse_activation(const std::string& name) {
 
 Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
   const int64_t B = ids.dim(0), T = ids.dim(1);
+  prepare_documents(tp, ids);                                  // §5.15 (doc_start_ when doc_isolated)
   Var x = tp.embedding(ids.view(Shape{B * T}), p(tok_emb_));  // (B*T, d)
+  x = embed_extras(tp, x, ids);                                // BigramHash (§5.9), VE prep (§5.10)
+  x = smear_raw(tp, x, ids);                                   // SmearGate v2 (§5.8), else identity
   x = tp.rmsnorm(x);
+  x = smear_normed(tp, x, T);                                  // SmearGate v1 (§5.8), else identity
   const Var x0 = x;
   const std::vector<int> layers = schedule();  // virtual slot -> physical block
   const int n_enc = static_cast<int>(layers.size()) / 2, n_dec = static_cast<int>(layers.size()) - n_enc;
@@ -32,7 +36,14 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
     x = block(tp, layers[static_cast<size_t>(i)], x, x0, B, T);
     skips.push_back(x);
   }
+  Var lane_m;              // two-lane (§5.13): lane M; x is lane A once `lanes` is set
+  bool lanes = false;
   for (int j = 0; j < n_dec; ++j) {
+    const int layer = layers[static_cast<size_t>(n_enc + j)];
+    if (two_lane() && !lanes && layer >= cfg_.parallel_start) {
+      lanes = true;
+      lane_m = x;
+    }
     if (!skips.empty()) {
       if (cfg_.skip_gates) {
         SkipGateMix m = skip_gate_mix(tp, j);
@@ -43,8 +54,9 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
       }
       skips.pop_back();
     }
-    x = block(tp, layers[static_cast<size_t>(n_enc + j)], x, x0, B, T);
+    x = lanes ? two_lane_block(tp, layer, x, &lane_m, x0, B, T) : block(tp, layer, x, x0, B, T);
   }
+  if (lanes) x = merge_lanes(tp, x, lane_m);
   x = tp.rmsnorm(x);
   return tp.linear(x, p(tok_emb_));  // (B*T, V) tied head
 }
@@ -98,11 +110,19 @@ Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int6
     // GPT-J form (§5.13): both sublayers read the same normed input.
     const Var n = ln_scaled(tp, tp.rmsnorm(x_in), layer);
     Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)), attention(tp, bp, n, B, T));
-    return tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, n));
+    tp.release(x_in);
+    Var out = tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, n));
+    tp.release(x1);
+    return out;
   }
+  // The f32 residual values inside the block are read by no backward (norms differentiate through
+  // their outputs), so they are given back as soon as the forward is past them.
   Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)),
                               attention(tp, bp, ln_scaled(tp, tp.rmsnorm(x_in), layer), B, T));
-  return tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, ln_scaled(tp, tp.rmsnorm(x1), layer)));
+  tp.release(x_in);
+  Var out = tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, ln_scaled(tp, tp.rmsnorm(x1), layer)));
+  tp.release(x1);
+  return out;
 }
 
 Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T) {
@@ -110,21 +130,21 @@ Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int
   const int rot = cfg_.rope_dims > 0 ? cfg_.rope_dims : static_cast<int>(D);
   Var q = tp.linear(n, p(bp.c_q));  // (N, H*D)
   Var k = tp.linear(n, p(bp.c_k));  // (N, Hkv*D)
-  Var v = tp.linear(n, p(bp.c_v));  // (N, Hkv*D)
-  q = tp.rmsnorm(tp.view(q, Shape{N * H, D}));  // per-head RMSNorm
-  k = tp.rmsnorm(tp.view(k, Shape{N * Hkv, D}));
-  q = tp.rope(tp.view(q, Shape{B, T, H, D}), rot, cfg_.rope_base);
-  k = tp.rope(tp.view(k, Shape{B, T, Hkv, D}), rot, cfg_.rope_base);
-  q = tp.mul_head(tp.view(q, Shape{N, H * D}), p(bp.q_gain), head_expand_);
+  Var v = value_extras(tp, bp, tp.linear(n, p(bp.c_v)));  // (N, Hkv*D); VE (§5.10), VRL (§5.11)
+  // Per-head RMSNorm, RoPE and (q only) the QK gain in one fused op each (§5.2, §5.3).
+  q = tp.qk_prep(tp.view(q, Shape{B, T, H, D}), &p(bp.q_gain), rot, cfg_.rope_base);
+  k = tp.qk_prep(tp.view(k, Shape{B, T, Hkv, D}), nullptr, rot, cfg_.rope_base);
   ops::AttnParams ap;  // causal, scale 1/sqrt(D)
-  Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap);
+  Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap, doc_start_);
+  if (bp.xsa) y = tp.xsa(y, tp.view(v, Shape{B, T, Hkv, D}));  // §5.7
+  y = out_gate(tp, bp, n, y);                                   // §5.14 (identity when off)
   return tp.linear(tp.view(y, Shape{N, H * D}), p(bp.attn_proj));  // (N, d)
 }
 
 Var GPT::mlp(Tape& tp, const BlockParams& bp, const Var& n) {
   Var h = tp.linear(n, p(bp.fc));  // (N, hidden)
-  h = tp.activation(h, parse_activation(cfg_.activation), cfg_.leaky_slope);
-  return tp.linear(h, p(bp.mlp_proj));  // (N, d)
+  // act(h) is recomputed in the backward rather than kept (the largest activation of the block).
+  return tp.act_linear(h, parse_activation(cfg_.activation), cfg_.leaky_slope, p(bp.mlp_proj));  // (N, d)
 }
 
 }  // namespace pgolf::model

@@ -1,6 +1,8 @@
 // ModelConfig helpers: the virtual layer list of depth recurrence (§5.12), layer-set parsing
-// (XSA layers, §5.7) and the configuration checks, including the switches not implemented yet.
+// (XSA layers, §5.7) and the configuration checks.
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "core/error.h"
 #include "model/gpt.h"
@@ -69,18 +71,46 @@ void check_model_config(const ModelConfig& c) {
   }
   PG_CHECK(c.loop_enable_frac >= 0.f && c.loop_enable_frac <= 1.f, "model: loop_enable_frac {} must be in [0, 1]",
            c.loop_enable_frac);
-  PG_CHECK(c.smear_gate == "none" || c.smear_gate == "v2", "model: smear_gate '{}' is not one of none, v2",
-           c.smear_gate);
-  const std::vector<bool> xsa = parse_layer_set(c.xsa_layers, c.num_layers, "xsa_layers");
-  // The switches below need tape ops that do not exist yet (attention with doc_start, XSA's
-  // projection, the smear gate): failing here beats silently training a different model.
-  for (bool on : xsa)
-    PG_CHECK(!on, "model: xsa_layers = '{}' is not implemented yet (needs a tape XSA op; issue 5)", c.xsa_layers);
-  PG_CHECK(c.parallel_residual != "two_lane",
-           "model: parallel_residual = two_lane is not implemented yet (issue 5); gptj is available");
-  PG_CHECK(c.smear_gate == "none", "model: smear_gate = v2 is not implemented yet (needs a tape op; issue 5)");
-  PG_CHECK(!c.doc_isolated,
-           "model: doc_isolated = true is not implemented yet (Tape::attention has no doc_start input; issue 5)");
+  PG_CHECK(c.smear_gate == "none" || c.smear_gate == "v1" || c.smear_gate == "v2",
+           "model: smear_gate '{}' is not one of none, v1, v2", c.smear_gate);
+  if (c.smear_gate == "v2")
+    PG_CHECK(c.smear_window >= 1 && c.smear_window <= 32 && c.smear_window <= c.model_dim,
+             "model: smear_window {} must be in 1..min(32, model_dim {})", c.smear_window, c.model_dim);
+  (void)parse_layer_set(c.xsa_layers, c.num_layers, "xsa_layers");  // throws on a bad list
+  if (c.xsa_layers != "") PG_CHECK(c.head_dim() <= 256, "model: XSA supports head_dim <= 256, got {}", c.head_dim());
+  // Second batch (gpt_extra2.cpp): attention output gates (§5.14), VRL (§5.11), value embeddings
+  // (§5.10), BigramHash (§5.9).
+  PG_CHECK(c.attn_gate == "none" || c.attn_gate == "out" || c.attn_gate == "dense" || c.attn_gate == "sparse",
+           "model: attn_gate '{}' is not one of none, out, dense, sparse", c.attn_gate);
+  if (c.attn_gate != "none") {
+    const int w = c.attn_gate == "dense" ? c.model_dim : c.attn_gate_window;
+    PG_CHECK(c.attn_gate_window >= 1 && c.attn_gate_window <= c.model_dim,
+             "model: attn_gate_window {} must be in 1..model_dim {}", c.attn_gate_window, c.model_dim);
+    PG_CHECK(c.num_heads <= 64 && static_cast<int64_t>(c.num_heads) * w <= 8192,
+             "model: attn_gate '{}' needs num_heads <= 64 and num_heads * gate width <= 8192 (got {} x {})",
+             c.attn_gate, c.num_heads, w);
+    PG_CHECK(std::isfinite(c.attn_gate_scale) && c.attn_gate_scale > 0.f,
+             "model: attn_gate_scale {} must be a positive number", c.attn_gate_scale);
+  }
+  if (c.value_residual) {
+    PG_CHECK(c.num_layers >= 2, "model: value_residual needs at least 2 layers (got {})", c.num_layers);
+    PG_CHECK(std::isfinite(c.vrl_init), "model: vrl_init {} must be finite", c.vrl_init);
+  }
+  PG_CHECK(c.ve_dim >= 0, "model: ve_dim {} must be >= 0 (0 = no value embeddings)", c.ve_dim);
+  {
+    const std::vector<bool> ve = parse_layer_set(c.ve_layers, c.num_layers, "ve_layers");  // throws on a bad list
+    const bool any = std::find(ve.begin(), ve.end(), true) != ve.end();
+    PG_CHECK(c.ve_dim == 0 || any, "model: ve_dim = {} but ve_layers is empty (name the layers, e.g. \"9,10\")",
+             c.ve_dim);
+    PG_CHECK(c.ve_dim > 0 || !any, "model: ve_layers = '{}' but ve_dim = 0 (set ve_dim, e.g. 128)", c.ve_layers);
+  }
+  PG_CHECK(c.bigram_buckets == 0 || c.bigram_buckets >= 2,
+           "model: bigram_buckets {} must be 0 (off) or >= 2", c.bigram_buckets);
+  if (c.bigram_buckets > 0)
+    PG_CHECK(c.bigram_dim >= 1, "model: bigram_dim {} must be >= 1", c.bigram_dim);
+  if (c.doc_isolated || c.smear_gate == "v2")
+    PG_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size, "model: bos_id {} is outside the vocabulary 0..{}", c.bos_id,
+             c.vocab_size - 1);
 }
 
 }  // namespace pgolf::model

@@ -1,9 +1,12 @@
 #include "model/tape.h"
 
+#include "core/profile.h"
+#include "ops/channel_grad.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
+#include "ops/qk_prep.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 
@@ -27,6 +30,21 @@ const Tensor& matmul_weight(const Param& p, DType act) {
   PG_CHECK(w.dtype() == act, "linear: weight {} is {} but activations are {}; allocate the table with compute dtype {}",
            p.spec.name, w.desc(), dtype_name(act), dtype_name(act));
   return w;
+}
+
+// "blocks.3.attn.c_q.weight" -> "blocks.attn.c_q": one profiler row per role, not per layer.
+std::string weight_role(const std::string& name) {
+  std::string out;
+  size_t i = 0;
+  while (i < name.size()) {
+    size_t j = name.find('.', i);
+    if (j == std::string::npos) j = name.size();
+    const std::string part = name.substr(i, j - i);
+    const bool number = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
+    if (!number && part != "weight") out += (out.empty() ? "" : ".") + part;
+    i = j + 1;
+  }
+  return out;
 }
 
 Shape rows_by_last(const Shape& s) {
@@ -139,6 +157,12 @@ Tape::GradSink Tape::begin_grad(const Var& x) {
   return GradSink{b.t, true, b};
 }
 
+Tensor Tape::grad_into(const Var& x, bool* accumulate) {
+  *accumulate = has_grad(x);
+  if (*accumulate) return grad_of(x);
+  return begin_grad(x).t;  // the first contribution: the node's own buffer, never a temporary
+}
+
 void Tape::end_grad(const Var& x, const GradSink& g) {
   if (!g.temp) return;
   if (!measuring()) {
@@ -177,7 +201,8 @@ void Tape::record(std::function<void()> fn, std::initializer_list<int> reads) {
   const int index = static_cast<int>(steps_.size());
   for (int buf : reads)
     if (buf >= 0 && bufs_[static_cast<size_t>(buf)].first_reader < 0) bufs_[static_cast<size_t>(buf)].first_reader = index;
-  steps_.push_back(Step{std::move(fn), std::move(unrecorded_outputs_), {}});
+  steps_.push_back(Step{std::move(fn), std::move(unrecorded_outputs_), {}, std::move(op_label_)});
+  op_label_.clear();
   unrecorded_outputs_.clear();
 }
 
@@ -194,7 +219,10 @@ void Tape::backward() {
   }
   for (size_t i = steps_.size(); i-- > 0;) {
     Step& st = steps_[i];
-    st.fn();
+    {
+      const prof::Scope timer("bwd:", st.label);
+      st.fn();
+    }
     st.fn = nullptr;
     for (int node : st.outputs) drop_grad(node);  // consumed by the op that produced the node
     for (int buf : st.dead_values) drop_value(buf);
@@ -205,6 +233,7 @@ void Tape::backward() {
 }
 
 Var Tape::embedding(const Tensor& ids, Param& table) {
+  const prof::Scope timer = fwd_scope(std::string("embedding"));
   const Tensor& w = table.compute.defined() ? table.compute : table.value;
   Var y = make(Shape{ids.numel(), w.dim(1)}, "embedding out");
   if (!measuring()) ops::embedding_forward(ids, w, y.t);
@@ -216,18 +245,23 @@ Var Tape::embedding(const Tensor& ids, Param& table) {
 }
 
 Var Tape::rmsnorm(const Var& x) {
+  const prof::Scope timer = fwd_scope(std::string("rmsnorm"));
   Shape rc = rows_by_last(x.shape());
   const int x_buf = value_of(x, "rmsnorm");
   Var y = make(x.shape(), "rmsnorm out");
   int rstd_buf = -1;
   Tensor rstd = alloc_saved(Shape{rc[0]}, DType::F32, "rmsnorm rstd", &rstd_buf);
   if (!measuring()) ops::rmsnorm_forward(x.t.view(rc), Tensor(), y.t.view(rc), rstd, eps_);
+  // The backward reads the output (kept anyway for the matmul after the norm), not x: the f32 residual
+  // stream feeding a norm need not stay alive for it (ops/rmsnorm.h, memory-efficient form).
+  (void)x_buf;
+  const int y_buf = value_of(y, "rmsnorm");
   record([this, x, y, rstd, rc] {
     if (!has_grad(y) || !needs_grad(x)) return;
-    GradSink dx = begin_grad(x);
-    if (!measuring()) ops::rmsnorm_backward(x.t.view(rc), Tensor(), rstd, grad_of(y).view(rc), dx.t.view(rc), Tensor());
-    end_grad(x, dx);
-  }, {x_buf, rstd_buf});
+    bool acc = false;  // the residual's gradient usually exists already: add into it, no temporary
+    const Tensor dx = grad_into(x, &acc);
+    if (!measuring()) ops::rmsnorm_backward_from_output(y.t.view(rc), rstd, grad_of(y).view(rc), dx.view(rc), acc);
+  }, {y_buf, rstd_buf});
   return y;
 }
 
@@ -237,6 +271,7 @@ Tape::LinearInputHook& Tape::linear_input_hook() {
 }
 
 Var Tape::linear(const Var& x, Param& w) {
+  const prof::Scope timer = fwd_scope(prof::enabled() ? "linear " + weight_role(w.spec.name) : std::string());
   const Tensor& wt = matmul_weight(w, act_);
   PG_CHECK(x.t.ndim() == 2 && x.t.dim(1) == wt.dim(1) && x.t.dtype() == wt.dtype(),
            "linear {}: input {} does not match weight {}", w.spec.name, x.t.desc(), wt.desc());
@@ -246,15 +281,52 @@ Var Tape::linear(const Var& x, Param& w) {
   if (!measuring() && linear_input_hook()) linear_input_hook()(w.spec.name, x.t);
   record([this, x, y, &w, wt] {
     if (!has_grad(y)) return;
-    GradSink dx;
-    if (needs_grad(x)) dx = begin_grad(x);
-    if (!measuring()) ops::linear_backward(x.t, wt, grad_of(y), dx.t, w.grad);
-    if (needs_grad(x)) end_grad(x, dx);
+    // An input read by several linears (q, k, v) gets the later contributions added by the GEMM itself.
+    bool acc = false;
+    const Tensor dx = needs_grad(x) ? grad_into(x, &acc) : Tensor();
+    if (!measuring()) ops::linear_backward(x.t, wt, grad_of(y), dx, w.grad, acc);
   }, {x_buf});
   return y;
 }
 
+Var Tape::act_linear(const Var& h, ops::Act act, float slope, Param& w) {
+  const prof::Scope timer = fwd_scope(prof::enabled() ? "act_linear " + weight_role(w.spec.name) : std::string());
+  const Tensor& wt = matmul_weight(w, act_);
+  PG_CHECK(h.t.ndim() == 2 && h.t.dim(1) == wt.dim(1) && h.t.dtype() == wt.dtype(),
+           "act_linear {}: input {} does not match weight {}", w.spec.name, h.t.desc(), wt.desc());
+  const int h_buf = value_of(h, "act_linear");
+  Var y = make(Shape{h.t.dim(0), wt.dim(0)}, "act_linear out");
+  {
+    // act(h) lives only for the matmul: it is recomputed in the backward instead of kept.
+    Arena::Block a = arena_.alloc_block(h.shape(), act_, "act_linear act(h)");
+    if (!measuring()) {
+      ops::activation_forward(act, h.t, a.t, slope);
+      ops::linear_forward(a.t, wt, y.t);
+      if (linear_input_hook()) linear_input_hook()(w.spec.name, a.t);
+    }
+    give_back(a);
+  }
+  record([this, h, y, act, slope, &w, wt] {
+    if (!has_grad(y)) return;
+    Arena::Block a = arena_.alloc_block(h.shape(), act_, "act_linear act(h) again");
+    Arena::Block da = arena_.alloc_block(h.shape(), act_, "act_linear d act");
+    if (!measuring()) {
+      ops::activation_forward(act, h.t, a.t, slope);
+      ops::linear_backward(a.t, wt, grad_of(y), needs_grad(h) ? da.t : Tensor(), w.grad);
+    }
+    give_back(a);
+    if (needs_grad(h)) {
+      GradSink dh = begin_grad(h);
+      if (!measuring()) ops::activation_backward(act, h.t, da.t, dh.t, slope);
+      end_grad(h, dh);
+    }
+    give_back(da);
+  }, {h_buf});
+  return y;
+}
+
 Var Tape::rope(const Var& x, int rot_dims, float base) {
+  const prof::Scope timer = fwd_scope(std::string("rope"));
   check_input(x, "rope");
   Var y = make(x.shape(), "rope out");
   if (!measuring()) ops::rope_forward(x.t, y.t, rot_dims, base);
@@ -267,7 +339,33 @@ Var Tape::rope(const Var& x, int rot_dims, float base) {
   return y;
 }
 
+Var Tape::qk_prep(const Var& x, Param* gain, int rot_dims, float base) {
+  const prof::Scope timer = fwd_scope(std::string("qk_prep"));
+  PG_CHECK(x.t.ndim() == 4, "qk_prep: input {} is not (B, T, H, D)", x.t.desc());
+  PG_CHECK(gain == nullptr || gain->value.numel() == x.t.dim(2), "qk_prep: gain {} has {} values for {} heads",
+           gain ? gain->spec.name : std::string(), gain ? gain->value.numel() : 0, x.t.dim(2));
+  const int x_buf = value_of(x, "qk_prep");
+  int r_buf = -1;
+  Tensor rstd = alloc_saved(Shape{x.t.dim(0) * x.t.dim(1) * x.t.dim(2)}, DType::F32, "qk_prep rstd", &r_buf);
+  Var y = make(x.shape(), "qk_prep out");
+  const Tensor g = gain ? gain->value.view(Shape{gain->value.numel()}) : Tensor();
+  if (!measuring()) ops::qk_prep_forward(x.t, g, y.t, rstd, rot_dims, base, eps_);
+  record([this, x, y, rstd, gain, g, rot_dims, base] {
+    if (!has_grad(y)) return;
+    const Tensor dg = gain ? gain->grad.view(Shape{gain->grad.numel()}) : Tensor();
+    if (!needs_grad(x)) {
+      PG_CHECK(gain == nullptr, "qk_prep: a gain gradient without an input gradient is not supported");
+      return;
+    }
+    GradSink dx = begin_grad(x);
+    if (!measuring()) ops::qk_prep_backward(x.t, g, rstd, grad_of(y), dx.t, dg, rot_dims, base);
+    end_grad(x, dx);
+  }, {x_buf, r_buf});
+  return y;
+}
+
 Var Tape::mul_head(const Var& x, Param& gain, const Tensor& expand) {
+  const prof::Scope timer = fwd_scope(std::string("mul_head"));
   int64_t H = gain.value.numel(), C = x.t.dim(1);
   PG_CHECK(x.t.ndim() == 2 && expand.dim(0) == H && expand.dim(1) == C,
            "mul_head {}: input {} and expansion {} do not fit {} heads", gain.spec.name, x.t.desc(), expand.desc(), H);
@@ -298,14 +396,15 @@ Var Tape::mul_head(const Var& x, Param& gain, const Tensor& expand) {
   return y;
 }
 
-Var Tape::attention(const Var& q, const Var& k, const Var& v, const ops::AttnParams& p) {
+Var Tape::attention(const Var& q, const Var& k, const Var& v, const ops::AttnParams& p, const Tensor& doc_start) {
+  const prof::Scope timer = fwd_scope(std::string("attention"));
   const Shape& qs = q.shape();
   const int q_buf = value_of(q, "attention"), k_buf = value_of(k, "attention"), v_buf = value_of(v, "attention");
   Var y = make(qs, "attention out");
   int lse_buf = -1;
   Tensor lse = alloc_saved(Shape{qs[0], qs[2], qs[1]}, DType::F32, "attention lse", &lse_buf);
-  if (!measuring()) ops::attention_forward(q.t, k.t, v.t, Tensor(), y.t, lse, p);
-  record([this, q, k, v, y, lse, p] {
+  if (!measuring()) ops::attention_forward(q.t, k.t, v.t, doc_start, y.t, lse, p);
+  record([this, q, k, v, y, lse, p, doc_start] {
     if (!has_grad(y)) return;
     // attention_backward writes all three gradients; a constant input gets a scratch buffer
     // (a temporary that end_grad-like handling gives back).
@@ -322,7 +421,7 @@ Var Tape::attention(const Var& q, const Var& k, const Var& v, const ops::AttnPar
     };
     GradSink dq = sink(q), dk = sink(k), dv = sink(v);
     if (!measuring())
-      ops::attention_backward(q.t, k.t, v.t, Tensor(), y.t, lse, grad_of(y), dq.t, dk.t, dv.t, p);
+      ops::attention_backward(q.t, k.t, v.t, doc_start, y.t, lse, grad_of(y), dq.t, dk.t, dv.t, p);
     // Reverse order of allocation, so the temporaries leave no holes behind.
     finish(v, dv);
     finish(k, dk);
@@ -332,6 +431,7 @@ Var Tape::attention(const Var& q, const Var& k, const Var& v, const ops::AttnPar
 }
 
 Var Tape::activation(const Var& x, ops::Act act, float slope) {
+  const prof::Scope timer = fwd_scope(std::string("activation"));
   const int x_buf = value_of(x, "activation");
   Var y = make(x.shape(), "activation out");
   if (!measuring()) ops::activation_forward(act, x.t, y.t, slope);
@@ -345,6 +445,7 @@ Var Tape::activation(const Var& x, ops::Act act, float slope) {
 }
 
 Var Tape::add_mul_channel(const Var& x, const ChanParam& s, const Var& f) {
+  const prof::Scope timer = fwd_scope(std::string("add_mul_channel"));
   check_input(x, "add_mul_channel");
   const int f_buf = value_of(f, "add_mul_channel");
   Var y = make(x.shape(), "add_mul_channel out", DType::F32);
@@ -353,33 +454,27 @@ Var Tape::add_mul_channel(const Var& x, const ChanParam& s, const Var& f) {
     if (!has_grad(y)) return;
     Tensor dy = grad_of(y);
     // Everything that reads dy runs before pass_grad, which may hand dy's buffer on to x.
-    if (!measuring()) ops::channel_dot_accum(dy, f.t, s.grad);
-    if (needs_grad(f)) {
-      GradSink df = begin_grad(f);
-      if (!measuring()) ops::mul_channel(dy, s.value, df.t);
-      end_grad(f, df);
-    }
+    bool acc = false;
+    const Tensor df = needs_grad(f) ? grad_into(f, &acc) : Tensor();
+    if (!measuring()) ops::channel_scale_backward(dy, s.value, f.t, s.grad, df, acc);
     pass_grad(x, y);
   }, {f_buf});
   return y;
 }
 
 Var Tape::mix_channel(const ChanParam& s0, const Var& x0, const ChanParam& s1, const Var& x1) {
+  const prof::Scope timer = fwd_scope(std::string("mix_channel"));
   const int x0_buf = value_of(x0, "mix_channel"), x1_buf = value_of(x1, "mix_channel");
   Var y = make(x0.shape(), "mix_channel out", DType::F32);
   if (!measuring()) ops::mix_channel(s0.value, x0.t, s1.value, x1.t, y.t);
   record([this, s0, x0, s1, x1, y] {
     if (!has_grad(y)) return;
     Tensor dy = grad_of(y);
-    if (!measuring()) {
-      ops::channel_dot_accum(dy, x0.t, s0.grad);
-      ops::channel_dot_accum(dy, x1.t, s1.grad);
-    }
-    for (auto [x, s] : {std::pair{x0, s0.value}, std::pair{x1, s1.value}}) {
-      if (!needs_grad(x)) continue;
-      GradSink dx = begin_grad(x);
-      if (!measuring()) ops::mul_channel(dy, s, dx.t);
-      end_grad(x, dx);
+    // One pass over dy per input: ds_i += sum dy x_i and dx_i (=|+=) s_i dy.
+    for (const auto& [x, s] : {std::pair{x0, s0}, std::pair{x1, s1}}) {
+      bool acc = false;
+      const Tensor dx = needs_grad(x) ? grad_into(x, &acc) : Tensor();
+      if (!measuring()) ops::channel_scale_backward(dy, s.value, x.t, s.grad, dx, acc);
     }
   }, {x0_buf, x1_buf});
   return y;
@@ -387,6 +482,7 @@ Var Tape::mix_channel(const ChanParam& s0, const Var& x0, const ChanParam& s1, c
 
 void Tape::softcap_cross_entropy(const Var& logits, const Tensor& targets, float cap, const Tensor& losses,
                                  float grad_scale) {
+  const prof::Scope timer("fwd+bwd:", std::string("softcap_cross_entropy"));
   check_input(logits, "softcap_cross_entropy");
   bool grad = needs_grad(logits);
   // The logits are not needed by any backward (the head's linear reads h and E), so dlogits

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/profile.h"
 #include "core/tensor.h"
 #include "model/params.h"
 #include "ops/activation.h"
@@ -52,6 +53,7 @@ struct ChanParam {
 };
 ChanParam chan(Param& p);              // the whole parameter, viewed as a vector
 ChanParam chan_row(Param& p, int64_t row);  // row `row` of a 2-D parameter (e.g. resid_mix[0])
+ChanParam scalar_at(Param& p, int64_t index);  // element `index` of p (flattened) as a (1) vector
 
 class Tape {
  public:
@@ -73,18 +75,52 @@ class Tape {
   Var rmsnorm(const Var& x);
   // x: (N, in) ; w: (out, in) -> (N, out) = x w^T (uses w.compute when defined, else w.value).
   Var linear(const Var& x, Param& w);
+  // y = act(h) w^T without keeping act(h): it is computed into a temporary for the matmul and again
+  // in the backward (saves the (N, hidden) activation per MLP for one elementwise pass).
+  Var act_linear(const Var& h, ops::Act act, float slope, Param& w);
   // x: (B, T, H, D) rotary embedding on the first rot_dims dims of each head.
   Var rope(const Var& x, int rot_dims, float base);
+  // x: (B, T, H, D) -> (B, T, H, D): per-head RMSNorm, partial RoPE and the optional per-head gain
+  // (null = none) fused (ops/qk_prep.h); the gain gradient accumulates into gain->grad.
+  Var qk_prep(const Var& x, Param* gain, int rot_dims, float base);
   // x: (N, H*D) ; gain: (H) f32 ; expand: (H, H*D) f32 0/1 matrix (expand[h, h*D + d] = 1).
   // y[n, h*D + d] = gain[h] * x[n, h*D + d].
   Var mul_head(const Var& x, Param& gain, const Tensor& expand);
   // q: (B, T, Hq, D), k, v: (B, T, Hkv, D) -> (B, T, Hq, D).
-  Var attention(const Var& q, const Var& k, const Var& v, const ops::AttnParams& p);
+  // doc_start: undefined or (B, T) i32 (ops/attention.h; document isolation, §5.15); it must stay
+  // valid until backward() has run.
+  Var attention(const Var& q, const Var& k, const Var& v, const ops::AttnParams& p,
+                const Tensor& doc_start = Tensor());
   Var activation(const Var& x, ops::Act act, float slope);
   // out = x + s * f (x, f: (N, C), s: (C)); out is f32 (the residual stream).
   Var add_mul_channel(const Var& x, const ChanParam& s, const Var& f);
   // out = s0 * x0 + s1 * x1; out is f32.
   Var mix_channel(const ChanParam& s0, const Var& x0, const ChanParam& s1, const Var& x1);
+  // --- Record-stack ops (tape_extra.cpp; TECHNIQUES.md §5) ---
+  // XSA (§5.7): y (B, T, Hq, D) attention output, v (B, T, Hkv, D) its values -> (B, T, Hq, D).
+  Var xsa(const Var& y, const Var& v);
+  // SmearGate v1 (§5.8): x (B*T, C) -> (1 - s) x_t + s x_{t-1} per row of length T, s = sigmoid(gate).
+  Var smear_v1(const Var& x, Param& gate, int64_t T);
+  // SmearGate v2 (§5.8): e (B*T, C), ids (B, T) i32 (valid until backward()) -> e_t + lambda *
+  // sigmoid(w . e_t[0:W]) e_{t-1}, except at t = 0 and at BOS tokens.
+  Var smear_v2(const Var& e, const Tensor& ids, Param& w, Param& lambda, int bos);
+  // out = x * s (x: (N, C), s: (C)); out is f32 (a residual-stream contribution).
+  Var mul_channel(const Var& x, const ChanParam& s);
+  // out = sum_i s_i x_i over 1..3 terms with (1)-element scalars (scalar_at); out is f32 (or
+  // out_dtype). A term whose scalar has no grad tensor is a constant weight.
+  struct ScalarTerm {
+    ChanParam s;
+    Var x;
+  };
+  Var scalar_mix(const std::vector<ScalarTerm>& terms, DType out_dtype = DType::F32);
+  // --- More record-stack ops (tape_extra2.cpp) ---
+  // Attention output gate (§5.14): x (N, C) the normed attention input, w (H, W) its gate weights,
+  // y (N, H, D) -> amp * sigmoid(c * w . x[:, 0:W]) per head times y (ops/attn_gate.h).
+  Var attn_gate(const Var& x, Param& w, const Var& y, float amp, float c);
+  // (1 - sigmoid(a)) x + sigmoid(a) y with a (1) parameter element (value residual, §5.11); out in
+  // the activation dtype.
+  Var sigmoid_lerp(const ChanParam& a, const Var& x, const Var& y);
+
   // Terminal op: losses (N) f32 receive the per-token CE of the soft-capped logits (N, V); when
   // recording, d(grad_scale * sum(losses))/dlogits is computed in the same pass and seeds backward().
   void softcap_cross_entropy(const Var& logits, const Tensor& targets, float cap, const Tensor& losses,
@@ -134,6 +170,7 @@ class Tape {
     std::function<void()> fn;
     std::vector<int> outputs;
     std::vector<int> dead_values;
+    std::string label;  // profiler label of the op (empty unless profiling)
   };
   // A buffer receiving one gradient contribution for x: the node's own buffer when this is the
   // first contribution (ops OVERWRITE it), else a temporary that end_grad adds in and frees.
@@ -143,6 +180,12 @@ class Tape {
     Arena::Block block;  // the temporary's block
   };
 
+  // Times an op's forward under "fwd:<label>" when profiling, and names its backward closure (the
+  // next record()) "<label>". A no-op when the profiler is off.
+  prof::Scope fwd_scope(const std::string& label) {
+    if (prof::enabled()) op_label_ = label;
+    return prof::Scope("fwd:", label);
+  }
   Var make(const Shape& s, const char* what, DType dt);  // a new output var with its own node
   Var make(const Shape& s, const char* what) { return make(s, what, act_); }
   Tensor alloc(const Shape& s, DType dt, const char* what) { return arena_.alloc(s, dt, what); }
@@ -153,6 +196,9 @@ class Tape {
   Tensor grad_of(const Var& x) const;  // the node's gradient viewed as x's shape
   GradSink begin_grad(const Var& x);
   void end_grad(const Var& x, const GradSink& g);
+  // x's gradient buffer for an op that can add in place (no temporary): allocated on the first
+  // contribution (*accumulate = false: the op OVERWRITES), else the existing one (*accumulate = true).
+  Tensor grad_into(const Var& x, bool* accumulate);
   // Adds dy (y's complete gradient) to x's gradient; aliases y's buffer when x has none.
   void pass_grad(const Var& x, const Var& y);
   // `reads`: tracked buffers the closure reads (value_of(x) for inputs/outputs, saved ids).
@@ -178,7 +224,8 @@ class Tape {
   std::vector<Node> nodes_;
   std::vector<Buf> bufs_;
   std::vector<Step> steps_;
-  std::vector<int> unrecorded_outputs_;  // nodes made since the last record()
+  std::vector<int> unrecorded_outputs_;
+  std::string op_label_;  // label of the op being recorded (profiling only)  // nodes made since the last record()
 };
 
 }  // namespace pgolf::model

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/memory.h"
 #include "model/gpt.h"
 #include "model/safetensors.h"
 #include "train/optimizer.h"
@@ -64,36 +65,39 @@ double scaled_error(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 double mean_loss(GPT& m, const Tensor& ids, const Tensor& targets, Arena& arena) {
-  Tensor losses = Tensor::zeros(Shape{ids.numel()}, DType::F32);
+  Tensor losses = Tensor::zeros(Shape{ids.numel()}, DType::F32, ids.device());
   m.forward_losses(ids, targets, arena, losses);
   double s = 0;
   for (float v : losses.to_float_vector()) s += v;
   return s / static_cast<double>(ids.numel());
 }
 
-TEST(GoldenBaseline, LogitsLossAndGradientsMatchPyTorch) {
+// tol: the CPU run in f32 is observed below 1e-6 against float64; the GPU's f32 kernels (cuBLASLt, the
+// f32 attention path, float atomics) get a looser bound.
+void logits_loss_grads(Device dev, double tol) {
   Golden g;
   if (!load_golden(&g)) GTEST_SKIP() << "no fixture in tests/fixtures/golden (see tools/golden/README.md)";
   const ModelConfig cfg = golden_config(g.scalars.at("config"));
-  GPT m(cfg, Device::CPU);
+  GPT m(cfg, dev);
   import_params(m.params(), g.weights_path);
-  const Tensor& ids = g.io.at("ids");
-  const Tensor& targets = g.io.at("targets");
+  m.params().sync_compute();
+  const Tensor ids = g.io.at("ids").to(dev);
+  const Tensor targets = g.io.at("targets").to(dev);
   const int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
-  Arena arena(Device::CPU);
+  Arena arena(dev);
   arena.reserve(m.plan_bytes(B, T));
 
-  Tensor z = Tensor::zeros(Shape{N, cfg.vocab_size}, DType::F32);
+  Tensor z = Tensor::zeros(Shape{N, cfg.vocab_size}, DType::F32, dev);
   m.forward_logits(ids, arena, z);
   std::vector<float> capped = z.to_float_vector();
   for (float& v : capped) v = cfg.logit_softcap * std::tanh(v / cfg.logit_softcap);
-  EXPECT_LT(scaled_error(capped, g.io.at("logits").to_float_vector()), 1e-5);
+  EXPECT_LT(scaled_error(capped, g.io.at("logits").to_float_vector()), tol);
 
   m.params().zero_grads();
-  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
   m.forward_backward(ids, targets, 1.f / static_cast<float>(N), arena, loss_sum);
   const double loss = loss_sum.to_float_vector()[0] / static_cast<double>(N), want = g.scalars.at("loss");
-  EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want));
+  EXPECT_NEAR(loss, want, tol * std::fabs(want));
 
   double worst = 0;
   std::string worst_name;
@@ -102,21 +106,23 @@ TEST(GoldenBaseline, LogitsLossAndGradientsMatchPyTorch) {
     ASSERT_NE(it, g.io.end()) << "fixture has no gradient for " << p.spec.name;
     ASSERT_EQ(it->second.shape(), p.spec.shape) << p.spec.name;
     const double e = scaled_error(p.grad.to_float_vector(), it->second.to_float_vector());
-    EXPECT_LT(e, 1e-5) << p.spec.name;  // f32 vs float64: observed < 1e-6
+    EXPECT_LT(e, tol) << p.spec.name;
     if (e > worst) worst = e, worst_name = p.spec.name;
   }
-  std::printf("golden: loss %.9f vs %.9f, worst gradient error %.2e (%s)\n", loss, want, worst, worst_name.c_str());
+  std::printf("golden (%s): loss %.9f vs %.9f, worst gradient error %.2e (%s)\n", device_name(dev).data(), loss, want, worst,
+              worst_name.c_str());
 }
 
-TEST(GoldenBaseline, ThreeOptimizerStepsMatchPyTorch) {
+void three_steps(Device dev, double tol) {
   Golden g;
   if (!load_golden(&g)) GTEST_SKIP() << "no fixture in tests/fixtures/golden (see tools/golden/README.md)";
   const nlohmann::json& o = g.scalars.at("optimizer");
   ASSERT_EQ(o.at("lr_schedule"), "constant");
   ASSERT_FALSE(o.at("momentum_warmup").get<bool>());
   const ModelConfig cfg = golden_config(g.scalars.at("config"));
-  GPT m(cfg, Device::CPU);
+  GPT m(cfg, dev);
   import_params(m.params(), g.weights_path);
+  m.params().sync_compute();
 
   train::OptimSection oc;
   oc.matrix_lr = o.at("matrix_lr");
@@ -129,33 +135,48 @@ TEST(GoldenBaseline, ThreeOptimizerStepsMatchPyTorch) {
   oc.beta1 = o.at("beta1");
   oc.beta2 = o.at("beta2");
   oc.adam_eps = o.at("adam_eps");
-  train::Optimizer opt(m.params(), oc, Device::CPU, DType::F32);
+  train::Optimizer opt(m.params(), oc, dev, DType::F32);
 
-  const Tensor& ids = g.io.at("ids");
-  const Tensor& targets = g.io.at("targets");
+  const Tensor ids = g.io.at("ids").to(dev);
+  const Tensor targets = g.io.at("targets").to(dev);
   const int64_t N = ids.numel();
-  Arena arena(Device::CPU);
+  Arena arena(dev);
   arena.reserve(m.plan_bytes(ids.dim(0), ids.dim(1)));
   const auto& want = g.scalars.at("opt_losses");
   const int steps = o.at("steps");
   ASSERT_EQ(want.size(), static_cast<size_t>(steps) + 1);
-  EXPECT_NEAR(mean_loss(m, ids, targets, arena), want[0].get<double>(), 1e-5 * std::fabs(want[0].get<double>()));
-  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
+  EXPECT_NEAR(mean_loss(m, ids, targets, arena), want[0].get<double>(), tol * std::fabs(want[0].get<double>()));
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
   for (int s = 0; s < steps; ++s) {
     m.params().zero_grads();
     m.forward_backward(ids, targets, 1.f / static_cast<float>(N), arena, loss_sum);
     opt.step(s, 1.0);
     m.params().sync_compute();
     const double w = want[static_cast<size_t>(s) + 1], got = mean_loss(m, ids, targets, arena);
-    EXPECT_NEAR(got, w, 2e-5 * std::fabs(w)) << "after step " << s + 1;  // observed ~1e-7
-    std::printf("golden: loss after optimizer step %d: %.7f vs %.7f\n", s + 1, got, w);
+    EXPECT_NEAR(got, w, 2 * tol * std::fabs(w)) << "after step " << s + 1;  // CPU: observed ~1e-7
+    std::printf("golden (%s): loss after optimizer step %d: %.7f vs %.7f\n", device_name(dev).data(), s + 1, got, w);
   }
   for (const Param& p : m.params().all()) {
     double ss = 0;
     for (float v : p.value.to_float_vector()) ss += double(v) * v;
     const double w = g.scalars.at("opt_param_sumsq").at(p.spec.name);
-    EXPECT_NEAR(ss, w, 1e-4 * w + 1e-9) << p.spec.name;
+    EXPECT_NEAR(ss, w, 10 * tol * w + 1e-9) << p.spec.name;
   }
+}
+
+bool have_gpu() { return cuda_available(); }
+
+TEST(GoldenBaseline, LogitsLossAndGradientsMatchPyTorch) { logits_loss_grads(Device::CPU, 1e-5); }
+TEST(GoldenBaseline, ThreeOptimizerStepsMatchPyTorch) { three_steps(Device::CPU, 1e-5); }
+
+// The same fixture through the CUDA kernels (f32 activations). Skipped without a GPU.
+TEST(GoldenBaselineCuda, LogitsLossAndGradientsMatchPyTorch) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  logits_loss_grads(Device::CUDA, 1e-4);
+}
+TEST(GoldenBaselineCuda, ThreeOptimizerStepsMatchPyTorch) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  three_steps(Device::CUDA, 1e-4);
 }
 
 }  // namespace

@@ -204,13 +204,13 @@ TEST(GptPlan, PlanIsExactAndSufficient) {
   const Batch b = tiny_batch(3, 8, 2);
   const size_t plan = m.plan_bytes(3, 8);
   const size_t eval_plan = m.plan_bytes(3, 8, /*with_backward=*/false);
-  EXPECT_GT(plan, eval_plan);
+  EXPECT_GE(plan, eval_plan) << "a training arena also serves forward-only passes";
   EXPECT_GT(m.plan_bytes(3, 16), plan);
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
   Arena arena(Device::CPU);
   arena.reserve(plan);
   m.forward_backward(b.ids, b.targets, 1.f, arena, loss_sum);
-  EXPECT_EQ(arena.peak(), plan);
+  EXPECT_EQ(plan, std::max(arena.peak(), eval_plan)) << "the plan is exact: the larger of the two passes";
 
   Arena eval_arena(Device::CPU);
   eval_arena.reserve(eval_plan);
@@ -219,7 +219,7 @@ TEST(GptPlan, PlanIsExactAndSufficient) {
   EXPECT_EQ(eval_arena.peak(), eval_plan);
 
   Arena small(Device::CPU);
-  small.reserve(plan - 1);
+  small.reserve(arena.peak() - 1);  // one byte short of the training step's own peak
   EXPECT_THROW(m.forward_backward(b.ids, b.targets, 1.f, small, loss_sum), Error);
   EXPECT_EQ(small.used(), 0u) << "the arena is reset even when the step fails";
 }

@@ -2,6 +2,8 @@
 // bf16 activations (bf16 compute copies), exact memory plan. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "core/memory.h"
@@ -24,7 +26,8 @@ Result run(GPT& m, const Tensor& ids, const Tensor& targets) {
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, m.device());
   m.forward_backward(ids.to(m.device()), targets.to(m.device()), 1.f / static_cast<float>(ids.numel()), arena,
                      loss_sum);
-  EXPECT_EQ(arena.peak(), plan);
+  // The plan covers the training step and a forward-only pass on the same arena, and nothing more.
+  EXPECT_EQ(plan, std::max(arena.peak(), m.plan_bytes(ids.dim(0), ids.dim(1), false)));
   Result r;
   r.loss = loss_sum.to_float_vector()[0] / static_cast<double>(ids.numel());
   for (const Param& p : m.params().all()) r.grads.push_back(p.grad.to_float_vector());

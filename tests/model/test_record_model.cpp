@@ -1,6 +1,6 @@
 // The record-stack switches of the GPT (TECHNIQUES.md §5): virtual layer lists, the record
-// preset's parameter count, whole-model gradients with every implemented switch on, and clear
-// errors for the switches not implemented yet.
+// preset's parameter count, whole-model gradients with the switches on, and clear errors for bad
+// settings (test_record_switches.cpp covers XSA, SmearGate, two-lane and document isolation).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -87,19 +87,20 @@ TEST(RecordModel, LoopingSwitchesOnAtTheConfiguredFraction) {
   EXPECT_THROW(b.set_looping(true), Error);
 }
 
-TEST(RecordModel, UnimplementedSwitchesFailClearly) {
+TEST(RecordModel, BadSwitchesFailClearly) {
   ModelConfig c = record_tiny();
-  c.xsa_layers = "all";
+  c.xsa_layers = "all,";
   EXPECT_NE(error_of(c).find("xsa_layers"), std::string::npos);
   c = record_tiny();
   c.doc_isolated = true;
-  EXPECT_NE(error_of(c).find("doc_isolated"), std::string::npos);
+  c.bos_id = 99;
+  EXPECT_NE(error_of(c).find("bos_id"), std::string::npos);
   c = record_tiny();
-  c.smear_gate = "v2";
+  c.smear_gate = "v3";
   EXPECT_NE(error_of(c).find("smear_gate"), std::string::npos);
   c = record_tiny();
-  c.parallel_residual = "two_lane";
-  EXPECT_NE(error_of(c).find("two_lane"), std::string::npos);
+  c.parallel_residual = "three_lane";
+  EXPECT_NE(error_of(c).find("parallel_residual"), std::string::npos);
   c = record_tiny();
   c.loop_end = 7;
   EXPECT_NE(error_of(c).find("loop segment"), std::string::npos);

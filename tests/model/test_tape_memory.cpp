@@ -3,6 +3,7 @@
 // lower the peak substantially.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <span>
 
@@ -31,7 +32,7 @@ ModelConfig deep_config() {
 struct StepResult {
   std::vector<std::vector<float>> grads;
   float loss = 0;
-  size_t plan = 0, peak = 0;
+  size_t plan = 0, forward_plan = 0, peak = 0;
 };
 
 StepResult step(bool free_dead, int64_t B, int64_t T) {
@@ -42,6 +43,7 @@ StepResult step(bool free_dead, int64_t B, int64_t T) {
   const Tensor ids = random_ids(B, T, m.config().vocab_size, 11), targets = random_ids(B, T, m.config().vocab_size, 12);
   StepResult r;
   r.plan = m.plan_bytes(B, T);
+  r.forward_plan = m.plan_bytes(B, T, /*with_backward=*/false);
   Arena arena(Device::CPU);
   arena.reserve(r.plan);
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
@@ -54,8 +56,10 @@ StepResult step(bool free_dead, int64_t B, int64_t T) {
 
 TEST(TapeMemory, FreeingChangesNoGradientBitAndLowersThePeak) {
   const StepResult keep = step(false, 2, 16), freed = step(true, 2, 16);
-  EXPECT_EQ(keep.plan, keep.peak);
-  EXPECT_EQ(freed.plan, freed.peak) << "the measuring run must see the exact peak of the real step";
+  // The plan is the larger of the step's peak and a forward-only pass's; the measuring run sees the
+  // exact peak of the real step.
+  EXPECT_EQ(keep.plan, std::max(keep.peak, keep.forward_plan));
+  EXPECT_EQ(freed.plan, std::max(freed.peak, freed.forward_plan));
   ASSERT_EQ(keep.loss, freed.loss);
   ASSERT_EQ(keep.grads.size(), freed.grads.size());
   double norm = 0;
@@ -138,11 +142,11 @@ TEST(TapeMemory, KeepAndRelease) {
   Var n = tp.rmsnorm(e);
   Var r = tp.rope(tp.view(n, Shape{1, 6, 2, 4}), 4, 10000.f);  // rope's backward reads no value
   const size_t top = arena.used();
-  tp.release(n);  // no closure reads the norm output: freed at once
+  tp.release(e);  // no closure reads the embedding (the norm differentiates through its output): freed at once
   EXPECT_GT(arena.hole_bytes(), 0u);
   EXPECT_EQ(arena.used(), top) << "a hole below the top, the top stays";
-  EXPECT_THROW(tp.rope(tp.view(n, Shape{1, 6, 2, 4}), 4, 10000.f), Error);
-  tp.release(e);  // the norm's closure reads e: stays until backward
+  EXPECT_THROW(tp.rmsnorm(e), Error);
+  tp.release(n);  // the norm's closure reads its output n: stays until backward
   Var h = tp.linear(tp.view(r, Shape{6, 8}), t.get("w"));
   tp.keep(h);
   const std::vector<float> h_before = h.t.to_float_vector();
