@@ -27,6 +27,23 @@ std::vector<uint64_t> Communicator::all_gather_u64(uint64_t v) {
   return res;
 }
 
+std::vector<double> Communicator::all_gather_f64(const std::vector<double>& mine) {
+  const Device dev = name() == "nccl" ? Device::CUDA : Device::CPU;
+  // Two I32 per double: all_gather only copies bytes, so no value is rounded on the way.
+  const auto n = static_cast<int64_t>(2 * mine.size());
+  std::vector<double> res(mine.size() * static_cast<size_t>(world()));
+  if (mine.empty()) return res;
+  std::vector<int32_t> halves(static_cast<size_t>(n));
+  std::memcpy(halves.data(), mine.data(), mine.size() * sizeof(double));
+  Tensor in = Tensor::empty(Shape{n}, DType::I32, dev);
+  in.copy_from(Tensor::from_blob(halves.data(), Shape{n}, DType::I32, Device::CPU));
+  Tensor out = Tensor::empty(Shape{n * world()}, DType::I32, dev);
+  all_gather(in, out);
+  const std::vector<int32_t> all = out.to_int_vector();
+  std::memcpy(res.data(), all.data(), res.size() * sizeof(double));
+  return res;
+}
+
 double Communicator::broadcast_f64(double v, int root) {
   const Device dev = name() == "nccl" ? Device::CUDA : Device::CPU;
   int32_t halves[2];

@@ -44,6 +44,9 @@ class Communicator {
 
   // Host helpers built on the above.
   std::vector<uint64_t> all_gather_u64(uint64_t v);
+  // Every rank passes the same number of doubles; returns all of them, rank 0's first. Moves bytes only, so the
+  // values arrive exactly (evaluation sums them on the host in a fixed order, see train/evaluate.h).
+  std::vector<double> all_gather_f64(const std::vector<double>& mine);
   double broadcast_f64(double v, int root);
   // Fails on every rank, naming the ranks that differ, when `hash` (e.g. of the resolved config) is not the same.
   void check_same(uint64_t hash, const std::string& what);
