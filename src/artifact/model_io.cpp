@@ -53,7 +53,12 @@ const std::vector<Field>& fields() {
       field("loop_end", &M::loop_end),           field("loop_passes", &M::loop_passes),
       field("loop_enable_frac", &M::loop_enable_frac), field("smear_gate", &M::smear_gate),
       field("doc_isolated", &M::doc_isolated),   field("bos_id", &M::bos_id),
-      field("norm_eps", &M::norm_eps),
+      field("norm_eps", &M::norm_eps),           field("smear_window", &M::smear_window),
+      field("attn_gate", &M::attn_gate),         field("attn_gate_window", &M::attn_gate_window),
+      field("attn_gate_scale", &M::attn_gate_scale), field("value_residual", &M::value_residual),
+      field("vrl_init", &M::vrl_init),           field("ve_dim", &M::ve_dim),
+      field("ve_layers", &M::ve_layers),         field("bigram_buckets", &M::bigram_buckets),
+      field("bigram_dim", &M::bigram_dim),
   };
   return f;
 }

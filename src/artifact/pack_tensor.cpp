@@ -27,9 +27,27 @@ StoredTensor pack_tensor(const std::string& name, const std::vector<int64_t>& sh
   PG_CHECK(shape.size() >= 2 && shape[0] > 0, "pack '{}': role {} needs a matrix, got rank {}", name,
            quant::quant_role_name(role), shape.size());
   const int64_t rows = shape[0], cols = numel / rows;
+  auto searched = [&](const quant::GptqOptions& o, std::span<const double> h) {
+    quant::ClipSearchOutcome cs = quant::clip_search(values, rows, cols, h, o, policy.clip_search);
+    rep.clip_searched = true;
+    rep.clip_rows_changed = cs.rows_changed;
+    rep.clip_base_error = cs.base_error;
+    rep.clip_error = cs.error;
+    return std::move(cs.q);
+  };
+  auto rtn = [&] {  // round-to-nearest with the role's clip, searched when the policy says so
+    if (policy.clip_search.mode == quant::ClipSearchMode::Off)
+      return quant::quantize_rtn(values, rows, cols, rp.bits, rp.clip);
+    quant::GptqOptions o;
+    o.bits = rp.bits;
+    o.clip = rp.clip;
+    return searched(o, {});
+  };
   quant::QuantizedMatrix q;
   switch (rp.method) {
-    case quant::QuantMethod::Rtn: q = quant::quantize_rtn(values, rows, cols, rp.bits, rp.clip); break;
+    case quant::QuantMethod::Rtn:
+      q = rtn();
+      break;
     case quant::QuantMethod::ClipSearch: {
       const auto cands = quant::gptq_lite_candidates();
       q = quant::clip_search_rtn(values, rows, cols, rp.bits, cands).q;
@@ -39,7 +57,7 @@ StoredTensor pack_tensor(const std::string& name, const std::vector<int64_t>& sh
       if (hessian == nullptr) {
         rep.hessian_missing = true;
         rep.method = quant::QuantMethod::Rtn;
-        q = quant::quantize_rtn(values, rows, cols, rp.bits, rp.clip);
+        q = rtn();
       } else {
         quant::GptqOptions o;
         o.bits = rp.bits;
@@ -47,9 +65,13 @@ StoredTensor pack_tensor(const std::string& name, const std::vector<int64_t>& sh
         o.damp_percent = policy.damp_percent;
         o.block_size = policy.block_size;
         o.act_order = policy.act_order;
-        quant::GptqReport g;
-        q = quant::gptq_quantize(values, rows, cols, *hessian, o, &g);
-        rep.gptq = g;
+        if (policy.clip_search.mode != quant::ClipSearchMode::Off) {
+          q = searched(o, *hessian);
+        } else {
+          quant::GptqReport g;
+          q = quant::gptq_quantize(values, rows, cols, *hessian, o, &g);
+          rep.gptq = g;
+        }
       }
       break;
     case quant::QuantMethod::F16: break;  // handled above

@@ -17,6 +17,11 @@ struct PackTensorReport {
   bool hessian_missing = false;  // policy asked for GPTQ but no Hessian was given: RTN instead
   double sse = 0;                // ||W − dequant||² (Frobenius)
   std::optional<quant::GptqReport> gptq;
+  // Clip search (policy.clip_search.mode != Off): rows that left the base rule, and the
+  // (Hessian-weighted when GPTQ) error without / with the search.
+  bool clip_searched = false;
+  int clip_rows_changed = 0;
+  double clip_base_error = 0, clip_error = 0;
 };
 
 // `values` is the f32 master (row-major, shape `shape`). Matrix roles need rank >= 2 (rows =

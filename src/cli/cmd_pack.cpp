@@ -11,6 +11,7 @@
 #include "artifact/info.h"
 #include "artifact/model_io.h"
 #include "artifact/pack_model.h"
+#include "artifact/pack_preset.h"
 #include "artifact/reader.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -26,8 +27,9 @@ namespace {
 
 struct PackArgs {
   std::string run_dir, out, source_dir, compressor = "auto", device = "auto", calib_data;
+  std::string preset = std::string(artifact::kDefaultPackPreset), clip_search = "preset";
   int64_t calib_batches = 16, calib_seqs = 8, calib_seq_len = 0;
-  int bits = 6;
+  int bits = 0;  // 0 = the preset's
   uint64_t budget = artifact::kCountedByteLimit;
   bool allow_over = false, quick = false, lqer = false;
 };
@@ -56,8 +58,9 @@ std::string find_source_dir(const std::string& given) {
   PG_FAIL("pack: cannot find the pgolf source tree to count code bytes; pass --source-dir DIR");
 }
 
-artifact::SolverOptions solver_for(const PackArgs& a) {
+artifact::SolverOptions solver_for(const PackArgs& a, const artifact::PackPreset& preset) {
   artifact::SolverOptions s;
+  if (!preset.compressors.empty()) s.compressors = preset.compressors;
   if (a.quick) {
     // The format fixes each compressor's level, so "quick" means one cheap trial per section.
     s.compressors = {artifact::Compressor::Zlib9};
@@ -76,7 +79,8 @@ artifact::SolverOptions solver_for(const PackArgs& a) {
 
 void run_pack(const PackArgs& a) {
   namespace fs = std::filesystem;
-  PG_CHECK(a.bits >= 2 && a.bits <= 8, "--bits {} must be in 2..8", a.bits);
+  PG_CHECK(a.bits == 0 || (a.bits >= 2 && a.bits <= 8), "--bits {} must be in 2..8", a.bits);
+  const artifact::PackPreset preset = artifact::pack_preset(a.preset);
   const std::string out = a.out.empty() ? a.run_dir + "/final_model.pgolf" : a.out;
   const train::Config cfg = train::load_config_file(train::config_path(a.run_dir));
   const Device dev = pick(a.device);
@@ -103,10 +107,16 @@ void run_pack(const PackArgs& a) {
   const std::string src = find_source_dir(a.source_dir);
   const artifact::CodeBytes code = artifact::compute_code_bytes(src);
   artifact::PackModelOptions po;
-  po.policy.attn.bits = a.bits;
-  po.policy.mlp.bits = a.bits;
-  po.lqer = a.lqer;
-  po.solver = solver_for(a);
+  po.policy = preset.policy;
+  if (a.bits != 0) {
+    po.policy.attn.bits = a.bits;
+    po.policy.mlp.bits = a.bits;
+  }
+  if (a.clip_search != "preset")
+    PG_CHECK(quant::parse_clip_search_mode(a.clip_search, &po.policy.clip_search.mode),
+             "--clip-search '{}' is not one of preset, off, matrix, row", a.clip_search);
+  po.lqer = a.lqer || preset.lqer;
+  po.solver = solver_for(a, preset);
   po.counted_limit = a.budget;
   po.code_bytes = code.code_bytes;
   po.allow_over = a.allow_over;
@@ -129,7 +139,9 @@ void run_pack(const PackArgs& a) {
   j["prune_candidates"] = r.budget.prune.candidates;
   j["lqer_tensors"] = r.lqer_tensors;
   j["calibration"] = {{"batches", cs.batches}, {"tokens", cs.tokens}, {"seconds", cs.seconds}};
-  j["bits"] = a.bits;
+  j["preset"] = preset.name;
+  j["clip_search"] = std::string(quant::clip_search_mode_name(po.policy.clip_search.mode));
+  j["bits"] = po.policy.attn.bits;
   j["quick"] = a.quick;
   auto& secs = j["sections"] = nlohmann::ordered_json::array();
   for (const auto& s : r.budget.report.sections)
@@ -170,12 +182,17 @@ void add_pack_commands(CLI::App& app) {
   pack->add_option("--calib-seqs", a->calib_seqs, "Sequences per calibration batch");
   pack->add_option("--calib-seq-len", a->calib_seq_len, "Calibration sequence length (default: the run's seq_len)");
   pack->add_option("--calib-data", a->calib_data, "Token shards for calibration (default: the run's data.train)");
-  pack->add_option("--bits", a->bits, "Bits of the attention and MLP matrices");
+  pack->add_option("--preset", a->preset,
+                   "Quantization preset: top-2026-04-27 (default), rec-2026-04-09, pr1658, pr1555, pr1072, pr915, "
+                   "baseline (docs/ARTIFACT.md)");
+  pack->add_option("--clip-search", a->clip_search, "preset | off | matrix | row: clip search of the int-N matrices");
+  pack->add_option("--bits", a->bits, "Bits of the attention and MLP matrices (default: the preset's)");
   pack->add_option("--budget", a->budget, "Counted-byte limit (artifact + code bytes)");
   pack->add_flag("--allow-over", a->allow_over, "Write the artifact even when it exceeds the limit");
-  pack->add_option("--compressor", a->compressor, "auto | none | zlib-9 | brotli-11 | lzma-9e | zstd-22");
+  pack->add_option("--compressor", a->compressor,
+                   "auto (the preset's list) | none | zlib-9 | brotli-11 | lzma-9e | zstd-22");
   pack->add_flag("--quick", a->quick, "One cheap compressor trial per section (tests, smoke runs)");
-  pack->add_flag("--lqer", a->lqer, "Low-rank error correction on the worst tensors");
+  pack->add_flag("--lqer", a->lqer, "Low-rank error correction on the worst tensors (on in the top preset)");
   pack->add_option("--source-dir", a->source_dir, "Source tree whose code bytes are counted");
   pack->add_option("--device", a->device, "auto | cpu | cuda");
   pack->callback([a] { run_pack(*a); });

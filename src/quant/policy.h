@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/params.h"
+#include "quant/clip_search.h"
 #include "quant/quantize.h"
 
 namespace pgolf::quant {
@@ -33,6 +34,8 @@ struct QuantPolicy {
   double damp_percent = 0.01;
   int block_size = 128;
   bool act_order = true;
+  // Clip search (quant/clip_search.h) for every Rtn / Gptq role; Off = the role's clip as is.
+  ClipSearchOptions clip_search;
 
   RolePolicy for_role(model::QuantRole role) const;
 };
