@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${PGOLF_SHARED_DIR:-$(cd .. && pwd)/shared}
-BUILD=build-dev
+BUILD=${PGOLF_DEVICE_BUILD:-build-dev}  # e.g. PGOLF_DEVICE_BUILD=build to reuse the main build
 export CUDACXX=/usr/local/cuda/bin/nvcc
 cmake -G Ninja -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPGOLF_CUDA=ON >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target pgolf pgolf_tests
@@ -23,7 +23,7 @@ ldd "$BUILD/pgolf" "$BUILD/pgolf_tests" | awk '/=> \//{print $3}' | sort -u | wh
   esac
 done
 # The carry limit is 64 MiB: compress anything big (device-run.sh unpacks it).
-find .carry/bin -maxdepth 1 -type f -size +4M ! -name pgolf ! -name pgolf_tests -exec xz -T0 -6 {} \;
+find .carry/bin -maxdepth 1 -type f -size +1M -exec xz -T0 -6 {} \;
 if [ ! -f .carry/data/.done ]; then
   (cd "$SHARED/data" && find . -name '*.jsonl.xz' ! -path './fineweb/pg-val-prefix-sp1024/*' | sort) > .carry/data/train-files.txt
   mkdir -p .carry/data/train .carry/data/val .carry/data/tokenizers

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
-# Usage: bash scripts/device-run.sh TASK...   (tasks: info parity attn matmul encode train300 tests)
+# Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
+#        benchrec train300 evalslide evalttt pack evalart)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +49,30 @@ for task in "$@"; do
   case "$task" in
     info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
     tests) .carry/bin/pgolf_tests --gtest_brief=1 > "$OUT/tests.log" 2>&1; note "gtest rc=$? $(tail -3 "$OUT/tests.log" | tr '\n' ' ')" ;;
-    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*' > "$OUT/gputests.log" 2>&1
+    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*:GoldenBaselineCuda*:*Cuda*' > "$OUT/gputests.log" 2>&1
       note "gpu gtests rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gputests.log" | tr '\n' ' ')"; grep -E 'FAILED|Failure|error' "$OUT/gputests.log" | head -20 ;;
     parity) $BIN selftest --gpu ${PARITY_ARGS:-} --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
+    parityf) for f in ${PARITY_FILTERS:?set PARITY_FILTERS to op-name substrings}; do  # only the named op families
+        $BIN selftest --gpu --filter "$f" > "$OUT/parity-$f.log" 2>&1; note "parity $f rc=$? $(tail -1 "$OUT/parity-$f.log")"
+        grep -E 'FAIL|ms' "$OUT/parity-$f.log" | grep -vE '  -  *$' | tail -14; done ;;
     attn) $BIN bench attention > "$OUT/bench-attn.log" 2>&1; note "attention bench rc=$?"; tail -15 "$OUT/bench-attn.log" ;;
     matmul) $BIN bench matmul > "$OUT/bench-matmul.log" 2>&1; note "matmul bench rc=$?"; tail -15 "$OUT/bench-matmul.log" ;;
     encode) encode_bench ;;
+    benchstep) [ -f data-local/bench/bench_train_000000.bin ] || encode_bench
+      $BIN bench step --config configs/baseline-300s.toml --steps ${STEPS:-30} --profile 3 --anchor-tokens-per-s 1472000 \
+        --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model \
+        --json "$OUT/bench-step.json" > "$OUT/bench-step.log" 2>&1
+      note "bench step rc=$? $(grep -E 'ms/step|tokens/s|ratio|peak' "$OUT/bench-step.log" | tr -s ' ' | tr '\n' ';')"; head -70 "$OUT/bench-step.log" ;;
+    benchrec) [ -f data-local/bench8192/.done ] || { mkdir -p data-local/bench8192
+        $BIN data encode .carry/data/train --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model \
+          --out data-local/bench8192 --prefix bench8192 --val-docs 64 > "$OUT/encode8192.log" 2>&1 && touch data-local/bench8192/.done; }
+      for mode in plain looped; do  # looped: the loop segment on from step 0 (ANCHORS' "with looping" rate)
+        extra=(); anchor=862000; [ $mode = looped ] && { extra=(--set model.loop_enable_frac=0); anchor=600000; }
+        $BIN bench step --config ${REC_CONFIG:-configs/rec-2026-04-09.toml} --steps ${STEPS:-16} --profile 2 \
+          --anchor-tokens-per-s $anchor --set data.tokenizer=.carry/data/tokenizers/fineweb_8192_bpe.model "${extra[@]}" \
+          --json "$OUT/bench-rec-$mode.json" > "$OUT/bench-rec-$mode.log" 2>&1
+        note "bench rec $mode rc=$? $(grep -E 'ms/step|tokens/s|ratio|peak' "$OUT/bench-rec-$mode.log" | tr -s ' ' | tr '\n' ';')"
+        head -45 "$OUT/bench-rec-$mode.log"; done ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
     evalslide) eval_run slide --run-dir runs/baseline-300s --mode sliding --stride 64 --context 1024 --audit ;;

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   pgolf::cli::add_pack_commands(app);
   pgolf::cli::add_eval_command(app);
   pgolf::cli::add_report_command(app);
+  pgolf::cli::add_launch_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

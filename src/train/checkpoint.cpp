@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 #include <zlib.h>
@@ -24,6 +25,7 @@ void save_checkpoint(const std::string& path, const TrainState& s, const NamedTe
   h["seed"] = s.seed;
   h["rng_counter"] = s.rng_counter;
   h["tokens_seen"] = s.tokens_seen;
+  h["swa_count"] = s.swa_count;
   std::vector<std::string> blobs;
   uint64_t offset = 0;
   uLong crc = crc32(0L, Z_NULL, 0);
@@ -72,8 +74,15 @@ TrainState load_checkpoint(const std::string& path, const NamedTensors& tensors)
 
   std::map<std::string, nlohmann::json> entries;
   for (const auto& e : h.at("tensors")) entries[e.at("name").get<std::string>()] = e;
-  PG_CHECK(entries.size() == tensors.size(), "{}: checkpoint holds {} tensors, this run expects {} (different config?)",
-           path, entries.size(), tensors.size());
+  std::set<std::string> wanted;
+  for (const auto& nt : tensors) wanted.insert(nt.first);
+  auto optional = [](const std::string& n) { return n.rfind("ema.", 0) == 0 || n.rfind("swa.", 0) == 0; };
+  for (const auto& nt : tensors)
+    PG_CHECK(entries.count(nt.first) != 0, "{}: checkpoint has no tensor '{}' (different config?)", path, nt.first);
+  size_t required = 0;
+  for (const auto& [name, e] : entries) required += wanted.count(name) || !optional(name);
+  PG_CHECK(required == tensors.size(), "{}: checkpoint holds {} tensors, this run expects {} (different config?)", path,
+           required, tensors.size());
   for (const auto& [name, t] : tensors) {
     auto it = entries.find(name);
     PG_CHECK(it != entries.end(), "{}: checkpoint has no tensor '{}' (different model config?)", path, name);
@@ -95,6 +104,7 @@ TrainState load_checkpoint(const std::string& path, const NamedTensors& tensors)
   s.seed = h.at("seed").get<uint64_t>();
   s.rng_counter = h.at("rng_counter").get<uint64_t>();
   s.tokens_seen = h.at("tokens_seen").get<int64_t>();
+  s.swa_count = h.value("swa_count", int64_t{0});  // absent in checkpoints written before SWA existed
   return s;
 }
 

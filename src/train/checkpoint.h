@@ -21,6 +21,7 @@ struct TrainState {
   uint64_t seed = 0;
   uint64_t rng_counter = 0;    // Philox offset consumed so far (for stochastic features)
   int64_t tokens_seen = 0;
+  int64_t swa_count = 0;       // SWA snapshots averaged so far (train/ema.h)
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -28,7 +29,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // Writes state + tensors to `path` atomically (any device; tensors are copied to host).
 void save_checkpoint(const std::string& path, const TrainState& state, const NamedTensors& tensors);
 // Reads `path`, fills every tensor of `tensors` (names and shapes must match exactly; errors name
-// the file and the tensor), returns the state.
+// the file and the tensor), returns the state. Weight-averaging state ("ema.*", "swa.*" tensors) is
+// optional for the reader: a checkpoint may hold such tensors that `tensors` does not ask for (eval
+// reading parameters only, a resume with averaging switched off); every other extra tensor is an error.
 TrainState load_checkpoint(const std::string& path, const NamedTensors& tensors);
 
 }  // namespace pgolf::train

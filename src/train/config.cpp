@@ -104,6 +104,16 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.smear_gate, "smear_gate"));
     f.push_back(PG_FIELD("model", model.doc_isolated, "doc_isolated"));
     f.push_back(PG_FIELD("model", model.bos_id, "bos_id"));
+    f.push_back(PG_FIELD("model", model.smear_window, "smear_window"));
+    f.push_back(PG_FIELD("model", model.attn_gate, "attn_gate"));
+    f.push_back(PG_FIELD("model", model.attn_gate_window, "attn_gate_window"));
+    f.push_back(PG_FIELD("model", model.attn_gate_scale, "attn_gate_scale"));
+    f.push_back(PG_FIELD("model", model.value_residual, "value_residual"));
+    f.push_back(PG_FIELD("model", model.vrl_init, "vrl_init"));
+    f.push_back(PG_FIELD("model", model.ve_dim, "ve_dim"));
+    f.push_back(PG_FIELD("model", model.ve_layers, "ve_layers"));
+    f.push_back(PG_FIELD("model", model.bigram_buckets, "bigram_buckets"));
+    f.push_back(PG_FIELD("model", model.bigram_dim, "bigram_dim"));
     f.push_back(PG_FIELD("model", model_compute_dtype, "compute_dtype"));
     // [train]
     f.push_back(PG_FIELD("train", train.seed, "seed"));
@@ -117,6 +127,9 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("train", train.warmdown_frac, "warmdown_frac"));
     f.push_back(PG_FIELD("train", train.min_lr, "min_lr"));
     f.push_back(PG_FIELD("train", train.lr_schedule, "lr_schedule"));
+    f.push_back(PG_FIELD("train", train.warmdown_shape, "warmdown_shape"));
+    f.push_back(PG_FIELD("train", train.lr_warmup_steps, "lr_warmup_steps"));
+    f.push_back(PG_FIELD("train", train.loop_warmup_steps, "loop_warmup_steps"));
     f.push_back(PG_FIELD("train", train.val_loss_every, "val_loss_every"));
     f.push_back(PG_FIELD("train", train.val_batch_tokens, "val_batch_tokens"));
     f.push_back(PG_FIELD("train", train.val_max_tokens, "val_max_tokens"));
@@ -125,6 +138,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("train", train.device, "device"));
     f.push_back(PG_FIELD("train", train.peak_flops, "peak_flops"));
     f.push_back(PG_FIELD("train", train.int8_roundtrip, "int8_roundtrip"));
+    f.push_back(PG_FIELD("train", train.cuda_graph, "cuda_graph"));
     // [optim]
     f.push_back(PG_FIELD("optim", optim.matrix_lr, "matrix_lr"));
     f.push_back(PG_FIELD("optim", optim.scalar_lr, "scalar_lr"));
@@ -136,6 +150,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("optim", optim.nesterov, "nesterov"));
     f.push_back(PG_FIELD("optim", optim.muon_coefficients, "muon_coefficients"));
     f.push_back(PG_FIELD("optim", optim.muon_row_normalize, "muon_row_normalize"));
+    f.push_back(PG_FIELD("optim", optim.muon_sharded, "muon_sharded"));
     f.push_back(PG_FIELD("optim", optim.beta1, "beta1"));
     f.push_back(PG_FIELD("optim", optim.beta2, "beta2"));
     f.push_back(PG_FIELD("optim", optim.adam_eps, "adam_eps"));
@@ -143,6 +158,12 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("optim", optim.muon_weight_decay, "muon_weight_decay"));
     f.push_back(PG_FIELD("optim", optim.embed_weight_decay, "embed_weight_decay"));
     f.push_back(PG_FIELD("optim", optim.scalar_weight_decay, "scalar_weight_decay"));
+    f.push_back(PG_FIELD("optim", optim.muon_wd_taper_start, "muon_wd_taper_start"));
+    f.push_back(PG_FIELD("optim", optim.muon_wd_taper_final, "muon_wd_taper_final"));
+    f.push_back(PG_FIELD("optim", optim.ema_decay, "ema_decay"));
+    f.push_back(PG_FIELD("optim", optim.swa_every, "swa_every"));
+    f.push_back(PG_FIELD("optim", optim.swa_lr_threshold, "swa_lr_threshold"));
+    f.push_back(PG_FIELD("optim", optim.final_weights, "final_weights"));
     // [data], [output]
     f.push_back(PG_FIELD("data", data.train, "train"));
     f.push_back(PG_FIELD("data", data.val, "val"));
@@ -377,6 +398,10 @@ void validate(const Config& c, int world_size) {
            "config: train.device '{}' is not one of auto, cpu, cuda", t.device);
   PG_CHECK(t.warmdown_frac >= 0 && t.warmdown_frac <= 1, "config: train.warmdown_frac must be in [0, 1]");
   PG_CHECK(t.min_lr >= 0 && t.min_lr <= 1, "config: train.min_lr must be in [0, 1]");
+  PG_CHECK(t.warmdown_shape == "linear" || t.warmdown_shape == "cosine",
+           "config: train.warmdown_shape '{}' is not one of linear, cosine", t.warmdown_shape);
+  PG_CHECK(t.lr_warmup_steps >= 0, "config: train.lr_warmup_steps must be >= 0, got {}", t.lr_warmup_steps);
+  PG_CHECK(t.loop_warmup_steps >= 0, "config: train.loop_warmup_steps must be >= 0, got {}", t.loop_warmup_steps);
   PG_CHECK(t.train_log_every >= 0 && t.val_loss_every >= 0 && t.checkpoint_every >= 0,
            "config: *_every values must be >= 0");
   PG_CHECK(t.val_batch_tokens >= t.seq_len, "config: train.val_batch_tokens must be >= seq_len");
@@ -385,6 +410,23 @@ void validate(const Config& c, int world_size) {
            "config: optim.muon_coefficients '{}' is not one of baseline, polar_express", o.muon_coefficients);
   PG_CHECK(o.muon_backend_steps > 0, "config: optim.muon_backend_steps must be > 0");
   PG_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "config: optim.beta1/beta2 must be in [0, 1)");
+  PG_CHECK(o.grad_clip_norm >= 0, "config: optim.grad_clip_norm must be >= 0 (0 = off), got {}", o.grad_clip_norm);
+  PG_CHECK(o.muon_weight_decay >= 0 && o.embed_weight_decay >= 0 && o.scalar_weight_decay >= 0,
+           "config: optim.*_weight_decay must be >= 0");
+  PG_CHECK(o.muon_wd_taper_start >= 0 && o.muon_wd_taper_start <= 1,
+           "config: optim.muon_wd_taper_start must be in [0, 1], got {}", o.muon_wd_taper_start);
+  PG_CHECK(o.muon_wd_taper_final >= 0, "config: optim.muon_wd_taper_final must be >= 0, got {}", o.muon_wd_taper_final);
+  PG_CHECK(o.ema_decay >= 0 && o.ema_decay < 1, "config: optim.ema_decay must be in [0, 1) (0 = off), got {}",
+           o.ema_decay);
+  PG_CHECK(o.swa_every >= 0, "config: optim.swa_every must be >= 0 (0 = off), got {}", o.swa_every);
+  PG_CHECK(o.swa_lr_threshold > 0, "config: optim.swa_lr_threshold must be > 0, got {}", o.swa_lr_threshold);
+  const std::string& fw = o.final_weights;
+  PG_CHECK(fw == "auto" || fw == "live" || fw == "ema" || fw == "swa" || fw == "ema_swa",
+           "config: optim.final_weights '{}' is not one of auto, live, ema, swa, ema_swa", fw);
+  PG_CHECK((fw != "ema" && fw != "ema_swa") || o.ema_decay > 0,
+           "config: optim.final_weights = '{}' needs optim.ema_decay > 0 (EMA is off)", fw);
+  PG_CHECK((fw != "swa" && fw != "ema_swa") || o.swa_every > 0,
+           "config: optim.final_weights = '{}' needs optim.swa_every > 0 (SWA is off)", fw);
 }
 
 }  // namespace pgolf::train

@@ -20,8 +20,11 @@ struct TrainSection {
   int64_t warmup_steps = 20;            // compile warm-up steps, run then undone (no LR warm-up)
   int64_t warmdown_iters = 1200;
   double warmdown_frac = 0;             // > 0 selects the WARMDOWN_FRAC schedule (§6.6)
-  double min_lr = 0;                    // floor of the WARMDOWN_FRAC multiplier
-  std::string lr_schedule = "wallclock";  // wallclock | step
+  double min_lr = 0;                    // floor of the warm-down multiplier (MIN_LR, §6.6)
+  std::string lr_schedule = "wallclock";  // wallclock | step: what the progress fraction counts
+  std::string warmdown_shape = "linear";  // linear | cosine (0.5 (1 + cos(pi q)), q = warm-down progress)
+  int64_t lr_warmup_steps = 0;          // linear LR warm-up over the first N steps (GDN seed, §6.6); 0 = none
+  int64_t loop_warmup_steps = 0;        // extra compile warm-up steps with looping on (§5.12); undone like warmup_steps
   int64_t val_loss_every = 1000;        // 0 = only at the end
   int64_t val_batch_tokens = 524288;    // tokens per validation step (split into micro-batches)
   int64_t val_max_tokens = 0;           // 0 = the whole val stream; else a prefix (quick runs)
@@ -30,6 +33,7 @@ struct TrainSection {
   std::string device = "auto";          // cpu | cuda | auto
   double peak_flops = 989e12;           // MFU denominator: H100 SXM bf16 dense
   bool int8_roundtrip = true;           // final int8+zlib export and its val_bpb (§4.5)
+  bool cuda_graph = true;               // replay whole steps from CUDA graphs (one GPU, no profiling)
 };
 
 struct OptimSection {
@@ -43,6 +47,7 @@ struct OptimSection {
   bool nesterov = true;
   std::string muon_coefficients = "baseline";  // baseline (3.4445, -4.7750, 2.0315) | polar_express
   bool muon_row_normalize = false;             // MuonEq-R (§6.1)
+  bool muon_sharded = true;                    // data parallel: each rank orthogonalises its share (§6.2)
   double beta1 = 0.9;
   double beta2 = 0.95;
   double adam_eps = 1e-8;
@@ -50,6 +55,15 @@ struct OptimSection {
   double muon_weight_decay = 0;
   double embed_weight_decay = 0;
   double scalar_weight_decay = 0;
+  // Muon WD taper (§6.4): full WD until progress muon_wd_taper_start, then linear to
+  // muon_wd_taper_final x WD at the end of training; final = 1 is no taper.
+  double muon_wd_taper_start = 0.7;
+  double muon_wd_taper_final = 1.0;
+  // Weight averaging (§6.7, §6.8), see train/ema.h.
+  double ema_decay = 0;               // > 0: EMA of the weights after every step from step 0
+  int64_t swa_every = 0;              // > 0: SWA snapshot every K steps while lr_mult < swa_lr_threshold
+  double swa_lr_threshold = 0.5;
+  std::string final_weights = "auto";  // auto | live | ema | swa | ema_swa: the weights evaluated and exported
 };
 
 struct DataSection {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/comm.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/optim.h"
@@ -22,38 +23,48 @@ std::vector<NsCoeffs> ns_coefficients_polar_express() {
   };
 }
 
-NsScratch NsScratch::make(int64_t rows, int64_t cols, DType dtype, Device dev) {
+NsScratch NsScratch::make(int64_t rows, int64_t cols, DType dtype, Device dev, int64_t batch) {
   const int64_t s = std::min(rows, cols);
+  auto shape = [batch](int64_t r, int64_t c) { return batch > 0 ? Shape{batch, r, c} : Shape{r, c}; };
   NsScratch n;
-  n.x0 = Tensor::empty(Shape{rows, cols}, dtype, dev);
-  n.x1 = Tensor::empty(Shape{rows, cols}, dtype, dev);
-  n.a = Tensor::empty(Shape{s, s}, dtype, dev);
-  n.b = Tensor::empty(Shape{s, s}, dtype, dev);
+  n.x0 = Tensor::empty(shape(rows, cols), dtype, dev);
+  n.x1 = Tensor::empty(shape(rows, cols), dtype, dev);
+  n.a = Tensor::empty(shape(s, s), dtype, dev);
+  n.b = Tensor::empty(shape(s, s), dtype, dev);
   return n;
 }
 
 Tensor newton_schulz(const Tensor& x, NsScratch& s, const std::vector<NsCoeffs>& coeffs, int steps) {
-  PG_CHECK(x.ndim() == 2, "newton_schulz: expected a matrix, got {}", x.desc());
+  PG_CHECK(x.ndim() == 2 || x.ndim() == 3, "newton_schulz: expected a matrix or a stack of matrices, got {}", x.desc());
   PG_CHECK(x.data() == s.x0.data() || x.data() == s.x1.data(), "newton_schulz: x must be a scratch buffer");
   PG_CHECK(!coeffs.empty() && steps > 0, "newton_schulz: no coefficients or steps");
-  const int64_t R = x.dim(0), C = x.dim(1);
+  const bool stack = x.ndim() == 3;
+  const int64_t K = stack ? x.dim(0) : 1, R = x.dim(-2), C = x.dim(-1);
   const bool tall = R > C;  // iterate on X^T X instead of transposing
-  ops::row_normalize(x.view(Shape{1, R * C}), 1e-7f);
+  // One product per iteration step for the whole stack (a batched GEMM) instead of one per matrix.
+  auto mm = [stack](const Tensor& a, ops::Trans ta, const Tensor& b, ops::Trans tb, const Tensor& c, float alpha,
+                    float beta) {
+    if (stack)
+      ops::matmul_batched(a, ta, b, tb, c, alpha, beta);
+    else
+      ops::matmul(a, ta, b, tb, c, alpha, beta);
+  };
+  ops::row_normalize(x.view(Shape{K, R * C}), 1e-7f);  // each matrix to unit Frobenius norm
   Tensor cur = x, nxt = x.data() == s.x0.data() ? s.x1 : s.x0;
   for (int k = 0; k < steps; ++k) {
     const NsCoeffs& abc = coeffs[static_cast<size_t>(k) % coeffs.size()];
     if (tall) {
-      ops::matmul(cur, ops::Trans::T, cur, ops::Trans::N, s.a);  // A = X^T X   (C, C)
+      mm(cur, ops::Trans::T, cur, ops::Trans::N, s.a, 1.f, 0.f);  // A = X^T X   (C, C)
     } else {
-      ops::matmul(cur, ops::Trans::N, cur, ops::Trans::T, s.a);  // A = X X^T   (R, R)
+      mm(cur, ops::Trans::N, cur, ops::Trans::T, s.a, 1.f, 0.f);  // A = X X^T   (R, R)
     }
-    ops::scale(s.a, abc[1], s.b);                                            // B = b A
-    ops::matmul(s.a, ops::Trans::N, s.a, ops::Trans::N, s.b, abc[2], 1.f);  // B += c A A
-    ops::scale(cur, abc[0], nxt);                                            // X' = a X
+    ops::scale(s.a, abc[1], s.b);                                 // B = b A
+    mm(s.a, ops::Trans::N, s.a, ops::Trans::N, s.b, abc[2], 1.f);  // B += c A A
+    ops::scale(cur, abc[0], nxt);                                 // X' = a X
     if (tall) {
-      ops::matmul(cur, ops::Trans::N, s.b, ops::Trans::N, nxt, 1.f, 1.f);  // X' += X B  (B symmetric)
+      mm(cur, ops::Trans::N, s.b, ops::Trans::N, nxt, 1.f, 1.f);  // X' += X B  (B symmetric)
     } else {
-      ops::matmul(s.b, ops::Trans::N, cur, ops::Trans::N, nxt, 1.f, 1.f);  // X' += B X
+      mm(s.b, ops::Trans::N, cur, ops::Trans::N, nxt, 1.f, 1.f);  // X' += B X
     }
     std::swap(cur, nxt);
   }
@@ -61,13 +72,18 @@ Tensor newton_schulz(const Tensor& x, NsScratch& s, const std::vector<NsCoeffs>&
 }
 
 Muon::Muon(std::vector<model::Param*> params, const MuonOptions& opt, Device dev)
-    : params_(std::move(params)), opt_(opt) {
+    : params_(std::move(params)), opt_(opt), dev_(dev) {
   for (auto* p : params_) {
     PG_CHECK(p->spec.shape.size() == 2, "Muon: parameter {} has shape {}; Muon takes matrices only", p->spec.name,
              p->spec.shape.str());
     bufs_.push_back(Tensor::zeros(p->spec.shape, DType::F32, dev));
-    auto key = std::make_pair(p->spec.shape[0], p->spec.shape[1]);
-    if (!scratch_.count(key)) scratch_.emplace(key, NsScratch::make(key.first, key.second, opt_.ns_dtype, dev));
+  }
+  // Stacks of same-shape matrices for the single-rank step, in a fixed order (by shape, then list order).
+  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
+  for (size_t i = 0; i < params_.size(); ++i) by_shape[{params_[i]->spec.shape[0], params_[i]->spec.shape[1]}].push_back(i);
+  for (auto& [shape, members] : by_shape) {
+    const auto k = static_cast<int64_t>(members.size());
+    stacks_.push_back(Stack{members, NsScratch::make(shape.first, shape.second, opt_.ns_dtype, dev, k)});
   }
 }
 
@@ -81,14 +97,100 @@ std::array<float, 3> Muon::apply_hp(size_t i, float lr, float weight_decay) cons
 void Muon::step(const Tensor& hp_momentum, const Tensor& hp_apply) {
   PG_CHECK(hp_apply.numel() == static_cast<int64_t>(3 * params_.size()), "Muon::step: hp_apply has {} values, need {}",
            hp_apply.numel(), 3 * params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    model::Param& p = *params_[i];
-    NsScratch& s = scratch_.at({p.spec.shape[0], p.spec.shape[1]});
-    ops::muon_momentum(p.grad, bufs_[i], s.x0, hp_momentum, opt_.nesterov);  // U -> x0 (NS dtype)
-    if (opt_.row_normalize) ops::row_normalize(s.x0, 1e-7f);
-    Tensor x = newton_schulz(s.x0, s, opt_.coeffs, opt_.steps);
-    ops::muon_apply(p.value, x, hp_apply.slice(static_cast<int64_t>(3 * i), static_cast<int64_t>(3 * i + 3)));
+  if (comm_)
+    step_sharded(hp_momentum, hp_apply);
+  else
+    step_single(hp_momentum, hp_apply);
+}
+
+Tensor Muon::momentum_and_ns(size_t i, const Tensor& hp_momentum, bool orthogonalize) {
+  model::Param& p = *params_[i];
+  NsScratch& s = scratch_.at({p.spec.shape[0], p.spec.shape[1]});
+  ops::muon_momentum(p.grad, bufs_[i], s.x0, hp_momentum, opt_.nesterov);  // U -> x0 (NS dtype)
+  if (!orthogonalize) return Tensor();
+  if (opt_.row_normalize) ops::row_normalize(s.x0, 1e-7f);
+  return newton_schulz(s.x0, s, opt_.coeffs, opt_.steps);
+}
+
+static Tensor apply_slice(const Tensor& hp_apply, size_t i) {
+  return hp_apply.slice(static_cast<int64_t>(3 * i), static_cast<int64_t>(3 * i + 3));
+}
+
+void Muon::step_single(const Tensor& hp_momentum, const Tensor& hp_apply) {
+  for (Stack& st : stacks_) {
+    const int64_t K = st.scratch.x0.dim(0), R = st.scratch.x0.dim(1), C = st.scratch.x0.dim(2);
+    const Shape mat{R, C};
+    for (int64_t k = 0; k < K; ++k) {
+      const size_t i = st.members[static_cast<size_t>(k)];
+      ops::muon_momentum(params_[i]->grad, bufs_[i], st.scratch.x0.slice(k, k + 1).view(mat), hp_momentum,
+                         opt_.nesterov);  // U -> slot k (NS dtype)
+    }
+    if (opt_.row_normalize) ops::row_normalize(st.scratch.x0.view(Shape{K * R, C}), 1e-7f);
+    const Tensor x = newton_schulz(st.scratch.x0, st.scratch, opt_.coeffs, opt_.steps);
+    for (int64_t k = 0; k < K; ++k) {
+      const size_t i = st.members[static_cast<size_t>(k)];
+      ops::muon_apply(params_[i]->value, x.slice(k, k + 1).view(mat), apply_slice(hp_apply, i));
+    }
   }
+}
+
+void Muon::step_sharded(const Tensor& hp_momentum, const Tensor& hp_apply) {
+  const int rank = comm_->rank();
+  for (Bank& b : banks_) {
+    const Shape mat{b.rows, b.cols};
+    for (size_t k = 0; k < b.members.size(); ++k) {
+      const bool mine = b.owner[k] == rank;
+      Tensor x = momentum_and_ns(b.members[k], hp_momentum, mine);
+      if (mine) b.send.slice(b.slot[k], b.slot[k] + 1).view(mat).copy_from(x);
+    }
+    comm_->all_gather(b.send, b.gathered);
+    for (size_t k = 0; k < b.members.size(); ++k) {
+      const int64_t at = b.owner[k] * b.per_rank + b.slot[k];  // all_gather puts rank r's slots at [r per, (r+1) per)
+      ops::muon_apply(params_[b.members[k]]->value, b.gathered.slice(at, at + 1).view(mat),
+                      apply_slice(hp_apply, b.members[k]));
+    }
+  }
+}
+
+void Muon::shard_over(dist::Communicator* comm) {
+  banks_.clear();
+  comm_ = comm && comm->world() > 1 ? comm : nullptr;
+  if (!comm_) return;
+  // The sharded step orthogonalises one matrix at a time: one scratch set per shape.
+  for (auto* p : params_) {
+    auto key = std::make_pair(p->spec.shape[0], p->spec.shape[1]);
+    if (!scratch_.count(key)) scratch_.emplace(key, NsScratch::make(key.first, key.second, opt_.ns_dtype, dev_));
+  }
+  const int world = comm_->world();
+  // Banks in a fixed order (by shape, members in list order), identical on every rank.
+  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
+  for (size_t i = 0; i < params_.size(); ++i) by_shape[{params_[i]->spec.shape[0], params_[i]->spec.shape[1]}].push_back(i);
+  int64_t dealt = 0;  // matrices dealt so far: the round-robin continues across banks, so ranks stay within one
+  for (auto& [shape, members] : by_shape) {
+    Bank b;
+    b.rows = shape.first;
+    b.cols = shape.second;
+    b.members = members;
+    const auto k = static_cast<int64_t>(members.size());
+    b.per_rank = (k + world - 1) / world;
+    for (int64_t j = 0; j < k; ++j) {
+      b.owner.push_back(static_cast<int>((dealt + j) % world));
+      b.slot.push_back(j / world);
+    }
+    dealt += k;
+    // Unused slots stay zero; they travel but are never applied.
+    b.send = Tensor::zeros(Shape{b.per_rank, b.rows, b.cols}, opt_.ns_dtype, dev_);
+    b.gathered = Tensor::zeros(Shape{world * b.per_rank, b.rows, b.cols}, opt_.ns_dtype, dev_);
+    banks_.push_back(std::move(b));
+  }
+}
+
+size_t Muon::owned_count() const {
+  if (!comm_) return params_.size();
+  size_t n = 0;
+  for (const Bank& b : banks_)
+    for (int o : b.owner) n += o == comm_->rank() ? 1 : 0;
+  return n;
 }
 
 void Muon::reset_state() {

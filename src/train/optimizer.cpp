@@ -9,7 +9,8 @@
 
 namespace pgolf::train {
 
-Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype)
+Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype,
+                     dist::Communicator* comm)
     : params_(params), cfg_(cfg), dev_(dev) {
   std::vector<model::Param*> muon_params, adam_params;
   for (auto& p : params.all()) {
@@ -34,6 +35,7 @@ Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device 
   mo.row_normalize = cfg.muon_row_normalize;
   mo.ns_dtype = ns_dtype;
   muon_ = std::make_unique<Muon>(std::move(muon_params), mo, dev);
+  if (cfg.muon_sharded) muon_->shard_over(comm);  // no-op for null or one rank
   adam_ = std::make_unique<Adam>(std::move(adam_params), dev);
   hp_host_.assign(2 + 3 * muon_->size() + 8 * adam_->size(), 0.f);
   hp_dev_ = Tensor::zeros(Shape{static_cast<int64_t>(hp_host_.size())}, DType::F32, dev);
@@ -68,7 +70,7 @@ double Optimizer::set_hyperparameters(int64_t step, double lr_mult) {
   hp_host_[o++] = grad_scale;
   const auto muon_lr = static_cast<float>(cfg_.matrix_lr * lr_mult);
   for (size_t i = 0; i < muon_->size(); ++i) {
-    auto v = muon_->apply_hp(i, muon_lr, static_cast<float>(cfg_.muon_weight_decay));
+    auto v = muon_->apply_hp(i, muon_lr, static_cast<float>(cfg_.muon_weight_decay * muon_wd_mult_));
     std::copy(v.begin(), v.end(), hp_host_.begin() + static_cast<std::ptrdiff_t>(o));
     o += 3;
   }

@@ -11,6 +11,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/profile.h"
 #include "core/stream.h"
 #include "data/bpb.h"
 #include "data/file_util.h"
@@ -18,15 +19,18 @@
 #include "data/shard.h"
 #include "dist/comm.h"
 #include "model/gpt.h"
+#include "model/safetensors.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "report/report.h"
 #include "train/checkpoint.h"
+#include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/int8_export.h"
 #include "train/optimizer.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
+#include "train/step_graph.h"
 
 namespace pgolf::train {
 namespace {
@@ -88,10 +92,11 @@ std::string fmt_eta(double s) {
   return t >= 3600 ? fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60) : fmt::format("{}m{:02d}s", t / 60, t % 60);
 }
 
-NamedTensors checkpoint_tensors(model::GPT& gpt, Optimizer& opt) {
+NamedTensors checkpoint_tensors(model::GPT& gpt, Optimizer& opt, WeightAverages& avg) {
   NamedTensors t;
   for (auto& p : gpt.params().all()) t.emplace_back("param." + p.spec.name, p.value);
   for (auto& s : opt.state_tensors()) t.push_back(s);
+  for (auto& s : avg.state_tensors()) t.push_back(s);
   return t;
 }
 
@@ -99,6 +104,7 @@ NamedTensors checkpoint_tensors(model::GPT& gpt, Optimizer& opt) {
 
 std::string checkpoint_path(const std::string& run_dir) { return run_dir + "/checkpoint.bin"; }
 std::string config_path(const std::string& run_dir) { return run_dir + "/config.toml"; }
+std::string final_weights_path(const std::string& run_dir) { return run_dir + "/final_model.safetensors"; }
 
 double flops_per_token(const model::ModelConfig& m, int64_t n_params, int64_t seq_len) {
   return 6.0 * static_cast<double>(n_params) +
@@ -170,7 +176,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   const size_t plan = std::max(gpt.plan_bytes(B, T, true), gpt.plan_bytes(std::min(val_rows, B), T, false));
   const size_t val_plan = val_rows > B ? gpt.plan_bytes(val_rows, T, false) : 0;
   arena.reserve(std::max(plan, val_plan));
-  Optimizer optimizer(gpt.params(), cfg.optim, dev, dev == Device::CUDA ? DType::BF16 : DType::F32);
+  Optimizer optimizer(gpt.params(), cfg.optim, dev, dev == Device::CUDA ? DType::BF16 : DType::F32, comm);
+  WeightAverages averages(gpt.params(), cfg.optim, dev);  // EMA / SWA (§6.7, §6.8); no state when off
   Validator validator(std::move(val_tokens), luts, T, val_rows, dev);
   log.line(fmt::format("model: {} parameters, {:.1f} MFLOP/token; batch {} tokens = {} micro-steps x {} x {}; arena {:.1f} MiB; "
                        "val {} rows ({} tokens, {} bytes)",
@@ -182,6 +189,24 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   const data::DistributedTokenLoader::State loader_start = loader.state();
   Tensor ids = Tensor::empty(Shape{B, T}, DType::I32, dev);
   Tensor targets = Tensor::empty(Shape{B, T}, DType::I32, dev);
+  // Whole-step CUDA graphs (step_graph.h) on one GPU: a step's micro-batches are staged in device buffers
+  // first, so the captured work reads the same addresses every step. Host-side per-step decisions rule
+  // them out: data parallel collectives, exact accumulation, grad-norm clipping (norm read on the host).
+  const bool graphs = dev == Device::CUDA && cfg.train.cuda_graph && comm == nullptr && !opt.exact_accumulation &&
+                      cfg.optim.grad_clip_norm <= 0;
+  Tensor ids_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
+  Tensor targets_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
+  std::unique_ptr<Stream> train_stream;
+  std::unique_ptr<StreamGuard> on_train_stream;
+  if (graphs) {
+    device_synchronize();  // set-up work queued on the default stream is done before the step stream starts
+    train_stream = std::make_unique<Stream>();
+    on_train_stream = std::make_unique<StreamGuard>(train_stream->handle());
+  }
+  StepGraph step_graph(graphs ? train_stream->handle() : nullptr, graphs);
+  if (dev == Device::CUDA)
+    log.line(graphs ? std::string("cuda graphs: whole steps are captured and replayed")
+                    : std::string("cuda graphs: off (train.cuda_graph, data parallel, exact accumulation or grad clipping)"));
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
   // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
   const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
@@ -209,18 +234,42 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
 
   // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read).
   auto train_step = [&](int64_t step, double lr_mult) -> double {
+    if (graphs && !prof::enabled()) {
+      for (int64_t m = 0; m < accum; ++m) {
+        data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, rank, world, static_cast<int>(accum));
+        ids_all.slice(m, m + 1).view(ids.shape()).copy_from(Tensor::from_blob(b.x.data(), ids.shape(), DType::I32, Device::CPU));
+        targets_all.slice(m, m + 1).view(ids.shape()).copy_from(Tensor::from_blob(b.y.data(), ids.shape(), DType::I32, Device::CPU));
+      }
+      optimizer.set_hyperparameters(step, lr_mult);  // device scalars the graph reads
+      step_graph.run(gpt.looping() ? 1 : 0, [&] {
+        gpt.params().zero_grads();
+        loss_sum.zero_();
+        for (int64_t m = 0; m < accum; ++m)
+          gpt.forward_backward(ids_all.slice(m, m + 1).view(ids.shape()), targets_all.slice(m, m + 1).view(ids.shape()),
+                               grad_scale, arena, loss_sum);
+        optimizer.apply();
+        gpt.params().sync_compute();
+      });
+      return static_cast<double>(loss_sum.to_float_vector()[0]) / static_cast<double>(B * T * accum * world);
+    }
     gpt.params().zero_grads();
     loss_sum.zero_();
     if (opt.exact_accumulation) flat_acc.zero_();
     for (int64_t m = 0; m < accum; ++m) {
-      data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, rank, world, static_cast<int>(accum));
-      ids.copy_from(Tensor::from_blob(b.x.data(), ids.shape(), DType::I32, Device::CPU));
-      targets.copy_from(Tensor::from_blob(b.y.data(), targets.shape(), DType::I32, Device::CPU));
+      {
+        const prof::Scope timer("step:data");
+        data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, rank, world, static_cast<int>(accum));
+        ids.copy_from(Tensor::from_blob(b.x.data(), ids.shape(), DType::I32, Device::CPU));
+        targets.copy_from(Tensor::from_blob(b.y.data(), targets.shape(), DType::I32, Device::CPU));
+      }
       if (opt.exact_accumulation && m > 0) {
         gpt.params().zero_grads();
         loss_sum.zero_();
       }
-      gpt.forward_backward(ids, targets, grad_scale, arena, loss_sum);
+      {
+        const prof::Scope timer("step:forward_backward");
+        gpt.forward_backward(ids, targets, grad_scale, arena, loss_sum);
+      }
       if (opt.exact_accumulation) {
         pack(flat);
         if (comm)
@@ -236,33 +285,48 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
       comm->all_reduce_sum(flat);
       unpack(flat);
     }
-    optimizer.step(step, lr_mult);
-    gpt.params().sync_compute();
+    {
+      const prof::Scope timer("step:optimizer");
+      optimizer.step(step, lr_mult);
+    }
+    {
+      const prof::Scope timer("step:sync_compute");
+      gpt.params().sync_compute();
+    }
     return static_cast<double>(loss_sum.to_float_vector()[0]) / static_cast<double>(B * T * accum * world);
   };
   // Rank 0's value of a time-derived quantity, so every rank takes the same decision.
   auto from_lead = [&](double v) { return comm ? comm->broadcast_f64(v, 0) : v; };
 
-  // ---- compile warm-up: run steps, then restore the initial state (no LR warm-up; §6.6)
-  if (cfg.train.warmup_steps > 0) {
+  // ---- compile warm-up: run steps, then restore the initial state (no LR warm-up; §6.6). The plain steps
+  // run the graph of step 0; a looped model then runs loop_warmup_steps with looping on (§5.12), so both
+  // graphs are exercised before the clock starts.
+  const int64_t loop_warmup = cfg.model.has_loop() ? cfg.train.loop_warmup_steps : 0;
+  if (cfg.train.warmup_steps > 0 || loop_warmup > 0) {
     std::vector<Tensor> saved;
     for (auto& p : gpt.params().all()) saved.push_back(p.value.to(Device::CPU));
     auto t = Clock::now();
+    gpt.set_training_fraction(0.0);
     for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(s, 1.0);
+    if (loop_warmup > 0) gpt.set_looping(true);
+    for (int64_t s = 0; s < loop_warmup; ++s) train_step(cfg.train.warmup_steps + s, 1.0);
     for (size_t i = 0; i < saved.size(); ++i) gpt.params().all()[i].value.copy_from(saved[i]);
     gpt.params().sync_compute();
     optimizer.reset_state();
     loader.restore(loader_start);
     device_synchronize();
-    log.line(fmt::format("warm-up: {} steps in {:.0f} ms, state restored", cfg.train.warmup_steps, ms_since(t)));
+    log.line(fmt::format("warm-up: {} steps + {} looped in {:.0f} ms, state restored", cfg.train.warmup_steps,
+                         loop_warmup, ms_since(t)));
   }
+  averages.reset();  // the EMA starts at the initial weights (a resume overwrites it below)
 
   // ---- resume
   TrainState st;
   st.seed = cfg.train.seed;
   const std::string ckpt = checkpoint_path(opt.run_dir);
   if (opt.resume) {
-    st = load_checkpoint(ckpt, checkpoint_tensors(gpt, optimizer));
+    st = load_checkpoint(ckpt, checkpoint_tensors(gpt, optimizer, averages));
+    averages.set_swa_count(st.swa_count);
     gpt.params().sync_compute();
     loader.restore({st.loader_shard, st.loader_pos});
     log.line(fmt::format("resumed from {} at step {} ({:.1f} s of training)", ckpt, st.step, st.elapsed_ms / 1000));
@@ -285,7 +349,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     auto s = loader.state();
     st.loader_shard = s.shard;
     st.loader_pos = s.pos;
-    save_checkpoint(ckpt, st, checkpoint_tensors(gpt, optimizer));
+    st.swa_count = averages.swa_count();
+    save_checkpoint(ckpt, st, checkpoint_tensors(gpt, optimizer, averages));
     log.line(fmt::format("checkpoint: step {} -> {} ({})", st.step, ckpt, why));
     log.event({{"type", "checkpoint"}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000}, {"why", why}});
   };
@@ -304,7 +369,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
 
   auto validate_now = [&](const char* type) {
     auto t = Clock::now();
-    data::BpbAccumulator acc = validator.run(gpt, arena);
+    data::BpbAccumulator acc = validator.run(gpt, arena, comm);  // split over the ranks
     res.val_loss = acc.loss();
     res.val_bpb = have_tokenizer ? acc.bpb() : std::numeric_limits<double>::quiet_NaN();
     log.line(fmt::format("step:{}/{} val_loss:{:.4f} val_bpb:{:.4f} train_time:{:.0f}ms eval:{:.0f}ms", st.step, iters,
@@ -323,24 +388,43 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
       device_synchronize();
       base_ms += ms_since(t0);
       st.elapsed_ms = base_ms;
-      validate_now(last ? "final" : "val");
+      if (last) break;  // the final validation runs after the loop, on the averaged weights
+      validate_now("val");
       t0 = Clock::now();
     }
-    if (last) break;
 
     const double elapsed = from_lead(base_ms + ms_since(t0));
     const double lr_mult = lr_multiplier(sched, st.step, elapsed);
     // Depth recurrence switches on at a fraction of training (§5.12): of the wallclock budget when capped.
     gpt.set_training_fraction(cap_ms > 0 ? elapsed / cap_ms
                                          : static_cast<double>(st.step) / static_cast<double>(std::max<int64_t>(iters, 1)));
+    const bool profiling = opt.profile_steps > 0 && steps_this_process >= opt.profile_from &&
+                           steps_this_process < opt.profile_from + opt.profile_steps;
+    if (profiling && steps_this_process == opt.profile_from) {
+      prof::reset();
+      prof::set_enabled(true);
+    }
+    optimizer.set_muon_wd_multiplier(muon_wd_multiplier(cfg.optim, training_progress(sched, st.step, elapsed)));
     auto step_t = Clock::now();
     const double loss = train_step(st.step, lr_mult);  // reading the loss synchronises the device
+    averages.after_step(st.step + 1, lr_mult);         // EMA / SWA of the new weights (device work only)
     const double step_ms = ms_since(step_t);
+    if (profiling) {
+      res.profile_wall_ms += step_ms;
+      ++res.profile_steps;
+      if (steps_this_process + 1 == opt.profile_from + opt.profile_steps) {
+        res.profile = prof::collect();
+        prof::set_enabled(false);
+        log.line(fmt::format("profile of {} steps ({:.1f} ms/step wall):\n{}", res.profile_steps,
+                             res.profile_wall_ms / static_cast<double>(res.profile_steps),
+                             prof::table(res.profile, res.profile_wall_ms, res.profile_steps)));
+      }
+    }
     ++st.step;
     ++steps_this_process;
     st.tokens_seen += cfg.train.train_batch_tokens;
     st.elapsed_ms = from_lead(base_ms + ms_since(t0));
-    if (steps_this_process > 10) {
+    if (steps_this_process > 10 && !profiling) {  // profiled steps carry event overhead
       steady_ms += step_ms;
       steady_tokens += cfg.train.train_batch_tokens;
     }
@@ -408,6 +492,10 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     }
   }
   log.end_progress();
+  if (prof::enabled()) {  // the run ended inside the profiled window
+    res.profile = prof::collect();
+    prof::set_enabled(false);
+  }
   res.steps = st.step;
   res.train_ms = st.elapsed_ms;
   // Steady rate skips this process's first 10 steps (warm-up effects); short runs fall back to the average.
@@ -415,8 +503,19 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
                      : st.elapsed_ms > 0 ? static_cast<double>(st.tokens_seen) / (st.elapsed_ms / 1000.0)
                                          : 0;
   res.peak_gpu_bytes = dev == Device::CUDA ? cuda_peak_bytes() : 0;
+  save("final");  // live weights + optimizer + averaging state: resumable
+
+  // ---- the final weights (§6.7, §6.8): EMA / SWA replace the live weights for validation and export
+  if (averages.resolve_final() != "live") {
+    validate_now("val");  // the live weights, for comparison with runs that do not average
+    const std::string what = averages.apply_final();
+    log.line("final weights: " + what);
+    if (lead) model::export_params(gpt.params(), final_weights_path(opt.run_dir));
+  } else if (lead) {
+    std::filesystem::remove(final_weights_path(opt.run_dir));  // a stale file from an earlier process
+  }
+  validate_now("final");
   const double final_loss = res.val_loss, final_bpb = res.val_bpb;
-  save("final");
 
   // ---- int8 + zlib round trip: the score of the dequantized model (§4.5)
   if (cfg.train.int8_roundtrip && lead) {

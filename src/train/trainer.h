@@ -7,7 +7,9 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
+#include "core/profile.h"
 #include "train/config.h"
 
 namespace pgolf::dist {
@@ -33,6 +35,10 @@ struct RunOptions {
   // within a micro-step). With the loopback comm a world-W run then equals a world-1 run with the same option
   // bit for bit; costs a gradient-sized collective per micro-step and an extra gradient buffer (tests).
   bool exact_accumulation = false;
+  // Op-level profile (core/profile.h) of this process's steps [profile_from, profile_from + profile_steps):
+  // the table goes to the log and RunResult::profile. 0 = off. Profiling adds two events per op.
+  int64_t profile_from = 10;
+  int64_t profile_steps = 0;
 };
 
 struct RunResult {
@@ -46,6 +52,10 @@ struct RunResult {
   double int8_val_bpb = std::numeric_limits<double>::quiet_NaN();
   int64_t int8_zlib_bytes = 0;
   size_t peak_gpu_bytes = 0;
+  // Filled when RunOptions::profile_steps > 0: per-label totals over the profiled steps and their wall time.
+  std::vector<prof::Row> profile;
+  double profile_wall_ms = 0;
+  int64_t profile_steps = 0;
 };
 
 // Runs training. Throws pgolf::Error on bad input and on a non-finite loss (naming the step).
@@ -57,5 +67,8 @@ double flops_per_token(const model::ModelConfig& m, int64_t n_params, int64_t se
 // The checkpoint / config file names inside a run directory.
 std::string checkpoint_path(const std::string& run_dir);
 std::string config_path(const std::string& run_dir);
+// RUN_DIR/final_model.safetensors: the evaluated weights when they are not the live ones (EMA / SWA,
+// optim.final_weights); artifact::load_model_from_run prefers it over the checkpoint's parameters.
+std::string final_weights_path(const std::string& run_dir);
 
 }  // namespace pgolf::train

@@ -79,6 +79,25 @@ TEST(TrainMuon, TallIterationIsTheTransposeOfWide) {
       EXPECT_NEAR(a[static_cast<size_t>(r * C + c)], b[static_cast<size_t>(c * R + r)], 1e-4f);
 }
 
+// A stack (K, R, C) orthogonalised with batched products equals each matrix done alone, bit for bit on
+// the CPU (the single-rank Muon step uses stacks; the sharded one single matrices).
+TEST(TrainMuon, StackedNewtonSchulzEqualsOneMatrixAtATime) {
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{12, 20}, {20, 12}}) {
+    const int64_t K = 3;
+    auto g = gaussian(static_cast<size_t>(K * R * C), 13);
+    NsScratch st = NsScratch::make(R, C, DType::F32, Device::CPU, K);
+    st.x0.copy_from(Tensor::from_vector(g, Shape{K, R, C}));
+    const std::vector<float> stacked = newton_schulz(st.x0, st, ns_coefficients_polar_express(), 5).to_float_vector();
+    for (int64_t k = 0; k < K; ++k) {
+      NsScratch one = NsScratch::make(R, C, DType::F32, Device::CPU);
+      one.x0.copy_from(Tensor::from_vector(std::vector<float>(g.begin() + k * R * C, g.begin() + (k + 1) * R * C),
+                                           Shape{R, C}));
+      const std::vector<float> alone = newton_schulz(one.x0, one, ns_coefficients_polar_express(), 5).to_float_vector();
+      ASSERT_TRUE(std::equal(alone.begin(), alone.end(), stacked.begin() + k * R * C)) << R << "x" << C << " #" << k;
+    }
+  }
+}
+
 TEST(TrainMuon, StepAppliesNesterovMomentumAndShapeScale) {
   // A tall (8, 2) matrix: shape scale sqrt(4) = 2.
   model::Param p = make_param("w", Shape{8, 2}, model::OptGroup::Muon);

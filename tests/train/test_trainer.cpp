@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/memory.h"
+#include "core/profile.h"
 #include "data/file_util.h"
 #include "data/shard.h"
 #include "train/config.h"
@@ -156,4 +158,107 @@ TEST(Trainer, TokenizerVocabMismatchIsAnError) {
   t.cfg.data.tokenizer = tok;  // 1024 pieces, model vocab 64
   std::string e = error_of([&] { run_training(t.cfg, t.opts("run", nullptr)); });
   EXPECT_NE(e.find("fineweb_1024_bpe.model"), std::string::npos) << e;
+}
+
+// Resume with EMA and SWA on: the averages and the SWA count travel in the checkpoint, so the final
+// (averaged) weights, their val loss and the int8 round trip are bit-identical to an uninterrupted run.
+TEST(Trainer, ResumeIsBitIdenticalWithEmaAndSwa) {
+  TinyRun t("resume_ema");
+  t.cfg.optim.ema_decay = 0.6;
+  t.cfg.optim.swa_every = 2;
+  t.cfg.optim.swa_lr_threshold = 1.5;  // every second step (the multiplier is <= 1)
+  t.cfg.optim.final_weights = "ema_swa";
+  std::vector<double> full, part;
+  RunResult a = run_training(t.cfg, t.opts("full", &full));
+  ASSERT_EQ(full.size(), 6u);
+
+  RunOptions o = t.opts("split", &part);
+  o.interrupt_after_steps = 3;  // SWA holds one snapshot (step 2), the EMA three updates
+  run_training(t.cfg, o);
+  o.interrupt_after_steps = -1;
+  o.resume = true;
+  RunResult c = run_training(t.cfg, o);
+  ASSERT_EQ(part.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(full[i], part[i]) << "step " << i + 1;
+  EXPECT_EQ(a.val_loss, c.val_loss);
+  EXPECT_EQ(a.int8_val_loss, c.int8_val_loss);
+  const std::string wa = t.dir + "/full/final_model.safetensors", wc = o.run_dir + "/final_model.safetensors";
+  ASSERT_TRUE(fs::exists(wa));
+  EXPECT_EQ(data::read_file(wa), data::read_file(wc));
+
+  // The averaged weights are what was scored: the same run without averaging scores differently, and
+  // its final weights are the live ones (no separate file).
+  Config plain = t.cfg;
+  plain.optim.ema_decay = 0;
+  plain.optim.swa_every = 0;
+  plain.optim.final_weights = "auto";
+  std::vector<double> plain_losses;
+  RunResult p = run_training(plain, t.opts("plain", &plain_losses));
+  EXPECT_EQ(plain_losses, full);  // averaging never touches training
+  EXPECT_NE(p.val_loss, a.val_loss);
+  EXPECT_FALSE(fs::exists(t.dir + "/plain/final_model.safetensors"));
+}
+
+// The loop warm-up (§5.12) runs extra compile warm-up steps with looping on, and is undone like the
+// plain warm-up: training afterwards is bit-identical to a run without it.
+TEST(Trainer, LoopWarmupIsUndone) {
+  TinyRun t("loopwarm");
+  t.cfg.model.loop_start = 0;
+  t.cfg.model.loop_end = 0;
+  t.cfg.model.loop_passes = 1;
+  t.cfg.model.loop_enable_frac = 0.5f;
+  t.cfg.train.iterations = 4;
+  t.cfg.train.int8_roundtrip = false;
+  std::vector<double> with, without;
+  Config c = t.cfg;
+  c.train.loop_warmup_steps = 2;
+  run_training(c, t.opts("with", &with));
+  run_training(t.cfg, t.opts("without", &without));
+  ASSERT_EQ(with.size(), 4u);
+  EXPECT_EQ(with, without);
+  const std::string log = data::read_file(t.dir + "/with/train.log");
+  EXPECT_NE(log.find("warm-up: 2 steps + 2 looped"), std::string::npos) << log;
+}
+
+// The op profiler through the trainer: the profiled window yields per-op rows (forward and backward of
+// the tape ops, the step phases) and the steady rate leaves those steps out.
+TEST(Trainer, ProfileWindowReportsOpRows) {
+  TinyRun t("profile");
+  RunOptions o = t.opts("run", nullptr);
+  o.profile_from = 3;
+  o.profile_steps = 2;
+  RunResult r = run_training(t.cfg, o);
+  EXPECT_EQ(r.profile_steps, 2);
+  EXPECT_GT(r.profile_wall_ms, 0);
+  auto find = [&](const std::string& label) {
+    for (const auto& row : r.profile)
+      if (row.label == label) return row.calls;
+    return int64_t{0};
+  };
+  EXPECT_EQ(find("step:optimizer"), 2);
+  EXPECT_EQ(find("step:forward_backward"), 4);  // 2 micro-steps per step
+  EXPECT_EQ(find("fwd:qk_prep"), 2 * 2 * 2 * t.cfg.model.num_layers);  // q and k, per layer, micro-step, step
+  EXPECT_EQ(find("bwd:qk_prep"), find("fwd:qk_prep"));
+  EXPECT_GT(find("fwd:linear blocks.attn.c_q"), 0);
+  EXPECT_FALSE(prof::enabled());
+}
+
+// Whole-step CUDA graphs replay the same training as eager steps (GPU only).
+TEST(Trainer, CudaGraphStepsMatchEagerSteps) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  TinyRun t("graph");
+  t.cfg.train.device = "cuda";
+  t.cfg.train.iterations = 8;
+  std::vector<double> eager, graphed;
+  Config c = t.cfg;
+  c.train.cuda_graph = false;
+  run_training(c, t.opts("eager", &eager));
+  c.train.cuda_graph = true;
+  run_training(c, t.opts("graphed", &graphed));
+  ASSERT_EQ(eager.size(), graphed.size());
+  for (size_t i = 0; i < eager.size(); ++i)
+    EXPECT_NEAR(eager[i], graphed[i], 2e-3 * std::fabs(eager[i])) << "step " << i + 1;  // float atomics differ
+  std::ifstream in(t.dir + "/graphed/train.log");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("cuda graphs: whole steps are captured"), std::string::npos);
 }
