@@ -157,6 +157,19 @@ Tape::GradSink Tape::begin_grad(const Var& x) {
   return GradSink{b.t, true, b};
 }
 
+Tape::GradSink Tape::begin_grad_or_scratch(const Var& x) {
+  if (needs_grad(x)) return begin_grad(x);
+  Arena::Block b = arena_.alloc_block(x.shape(), x.t.dtype(), "scratch grad");
+  return GradSink{b.t, true, b};
+}
+
+void Tape::end_grad_or_scratch(const Var& x, const GradSink& g) {
+  if (needs_grad(x))
+    end_grad(x, g);
+  else
+    give_back(g.block);
+}
+
 Tensor Tape::grad_into(const Var& x, bool* accumulate) {
   *accumulate = has_grad(x);
   if (*accumulate) return grad_of(x);
@@ -406,26 +419,14 @@ Var Tape::attention(const Var& q, const Var& k, const Var& v, const ops::AttnPar
   if (!measuring()) ops::attention_forward(q.t, k.t, v.t, doc_start, y.t, lse, p);
   record([this, q, k, v, y, lse, p, doc_start] {
     if (!has_grad(y)) return;
-    // attention_backward writes all three gradients; a constant input gets a scratch buffer
-    // (a temporary that end_grad-like handling gives back).
-    auto sink = [this](const Var& x) {
-      if (needs_grad(x)) return begin_grad(x);
-      Arena::Block b = arena_.alloc_block(x.shape(), x.t.dtype(), "attention scratch grad");
-      return GradSink{b.t, true, b};
-    };
-    auto finish = [this](const Var& x, const GradSink& g) {
-      if (needs_grad(x))
-        end_grad(x, g);
-      else
-        give_back(g.block);
-    };
-    GradSink dq = sink(q), dk = sink(k), dv = sink(v);
+    // attention_backward writes all three gradients; a constant input gets a scratch buffer.
+    GradSink dq = begin_grad_or_scratch(q), dk = begin_grad_or_scratch(k), dv = begin_grad_or_scratch(v);
     if (!measuring())
       ops::attention_backward(q.t, k.t, v.t, doc_start, y.t, lse, grad_of(y), dq.t, dk.t, dv.t, p);
     // Reverse order of allocation, so the temporaries leave no holes behind.
-    finish(v, dv);
-    finish(k, dk);
-    finish(q, dq);
+    end_grad_or_scratch(v, dv);
+    end_grad_or_scratch(k, dk);
+    end_grad_or_scratch(q, dq);
   }, {q_buf, k_buf, v_buf, value_of(y, "attention"), lse_buf});
   return y;
 }

@@ -196,6 +196,10 @@ class Tape {
   Tensor grad_of(const Var& x) const;  // the node's gradient viewed as x's shape
   GradSink begin_grad(const Var& x);
   void end_grad(const Var& x, const GradSink& g);
+  // For ops that always write the gradients of all their inputs: begin_grad, or a scratch block when
+  // x needs none; end_grad_or_scratch adds it in or gives the scratch back.
+  GradSink begin_grad_or_scratch(const Var& x);
+  void end_grad_or_scratch(const Var& x, const GradSink& g);
   // x's gradient buffer for an op that can add in place (no temporary): allocated on the first
   // contribution (*accumulate = false: the op OVERWRITES), else the existing one (*accumulate = true).
   Tensor grad_into(const Var& x, bool* accumulate);

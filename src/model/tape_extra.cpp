@@ -26,21 +26,10 @@ Var Tape::xsa(const Var& y, const Var& v) {
   record([this, y, v, out] {
     if (!has_grad(out) || (!needs_grad(y) && !needs_grad(v))) return;
     // xsa_backward writes both gradients; one nobody wants goes to a scratch buffer.
-    auto sink = [this](const Var& x) {
-      if (needs_grad(x)) return begin_grad(x);
-      Arena::Block b = arena_.alloc_block(x.shape(), x.t.dtype(), "xsa scratch grad");
-      return GradSink{b.t, true, b};
-    };
-    auto finish = [this](const Var& x, const GradSink& g) {
-      if (needs_grad(x))
-        end_grad(x, g);
-      else
-        give_back(g.block);
-    };
-    GradSink dy = sink(y), dv = sink(v);
+    GradSink dy = begin_grad_or_scratch(y), dv = begin_grad_or_scratch(v);
     if (!measuring()) ops::xsa_backward(y.t, v.t, grad_of(out), dy.t, dv.t);
-    finish(v, dv);
-    finish(y, dy);
+    end_grad_or_scratch(v, dv);
+    end_grad_or_scratch(y, dy);
   }, {y_buf, v_buf});
   return out;
 }

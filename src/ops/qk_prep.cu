@@ -347,18 +347,30 @@ void check_cuda_args(const char* op, const Tensor& x, std::initializer_list<cons
              x.desc(), t->desc());
 }
 
+// The launch geometry of x (B, T, H, D), after the 32-bit indexing check.
+struct Geo {
+  int64_t T, D, items;
+  int H;
+  InvFreq inv;
+};
+
+Geo geometry(const char* op, const Tensor& x, int rot_dims, float base, int64_t pos_offset) {
+  Geo g{x.dim(1), x.dim(3), x.dim(0) * x.dim(1) * x.dim(2), static_cast<int>(x.dim(2)), make_inv(rot_dims, base)};
+  if (g.items > 0) check_index_range(op, x, pos_offset + g.T);
+  return g;
+}
+
 }  // namespace
 
 void qk_prep_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd, int rot_dims,
                      float base, float eps, int64_t pos_offset) {
   const char* op = "qk_prep_forward";
   check_cuda_args(op, x, {&y});
-  const int64_t T_ = x.dim(1), D = x.dim(3);
-  const int H = static_cast<int>(x.dim(2));
-  const int64_t items = x.dim(0) * T_ * H;
+  const Geo geo = geometry(op, x, rot_dims, base, pos_offset);
+  const int64_t T_ = geo.T, D = geo.D, items = geo.items;
+  const int H = geo.H;
   if (items == 0) return;
-  check_index_range(op, x, pos_offset + T_);
-  const InvFreq inv = make_inv(rot_dims, base);
+  const InvFreq& inv = geo.inv;
   const float* g = gain.defined() ? gain.ptr<float>() : nullptr;
   if (const int G = vec_group(D, rot_dims / 2, x, {&y}); G > 0) {
     const auto blocks = static_cast<unsigned>((items * G + 255) / 256);
@@ -396,12 +408,11 @@ void qk_prep_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, c
                       const Tensor& dgain, int rot_dims, float base, int64_t pos_offset) {
   const char* op = "qk_prep_backward";
   check_cuda_args(op, x, {&dy, &dx});
-  const int64_t T_ = x.dim(1), D = x.dim(3);
-  const int H = static_cast<int>(x.dim(2));
-  const int64_t items = x.dim(0) * T_ * H;
+  const Geo geo = geometry(op, x, rot_dims, base, pos_offset);
+  const int64_t T_ = geo.T, D = geo.D, items = geo.items;
+  const int H = geo.H;
   if (items == 0) return;
-  check_index_range(op, x, pos_offset + T_);
-  const InvFreq inv = make_inv(rot_dims, base);
+  const InvFreq& inv = geo.inv;
   const float* g = gain.defined() ? gain.ptr<float>() : nullptr;
   float* dg = dgain.defined() ? dgain.ptr<float>() : nullptr;
   if (const int G = vec_group(D, rot_dims / 2, x, {&dy, &dx}); G > 0) {
