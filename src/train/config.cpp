@@ -164,6 +164,11 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("optim", optim.swa_every, "swa_every"));
     f.push_back(PG_FIELD("optim", optim.swa_lr_threshold, "swa_lr_threshold"));
     f.push_back(PG_FIELD("optim", optim.final_weights, "final_weights"));
+    // [qat]
+    f.push_back(PG_FIELD("qat", qat.enabled, "enabled"));
+    f.push_back(PG_FIELD("qat", qat.lr_threshold, "lr_threshold"));
+    f.push_back(PG_FIELD("qat", qat.bits, "bits"));
+    f.push_back(PG_FIELD("qat", qat.clipped_ste, "clipped_ste"));
     // [data], [output]
     f.push_back(PG_FIELD("data", data.train, "train"));
     f.push_back(PG_FIELD("data", data.val, "val"));
@@ -398,6 +403,9 @@ void validate(const Config& c, int world_size) {
            "config: train.device '{}' is not one of auto, cpu, cuda", t.device);
   PG_CHECK(t.warmdown_frac >= 0 && t.warmdown_frac <= 1, "config: train.warmdown_frac must be in [0, 1]");
   PG_CHECK(t.min_lr >= 0 && t.min_lr <= 1, "config: train.min_lr must be in [0, 1]");
+  PG_CHECK(c.qat.bits >= 2 && c.qat.bits <= 8, "config: qat.bits must be in [2, 8], got {}", c.qat.bits);
+  PG_CHECK(c.qat.lr_threshold > 0, "config: qat.lr_threshold must be > 0 (> 1 = the whole run), got {}",
+           c.qat.lr_threshold);
   PG_CHECK(t.warmdown_shape == "linear" || t.warmdown_shape == "cosine",
            "config: train.warmdown_shape '{}' is not one of linear, cosine", t.warmdown_shape);
   PG_CHECK(t.lr_warmup_steps >= 0, "config: train.lr_warmup_steps must be >= 0, got {}", t.lr_warmup_steps);

@@ -72,6 +72,15 @@ struct DataSection {
   std::string tokenizer = "data-local/default/default_1024_bpe.model";
 };
 
+// Late QAT (TECHNIQUES.md §7.3, quant/qat.h): the block matrices are fake-quantized in the forward
+// (straight-through gradient) while the lr multiplier is below lr_threshold.
+struct QatSection {
+  bool enabled = false;
+  double lr_threshold = 0.15;  // > 1: the whole run
+  int64_t bits = 6;
+  bool clipped_ste = false;    // zero the gradient where a code saturated (the spec: identity)
+};
+
 struct OutputSection {
   std::string run_dir = "runs/latest";
 };
@@ -82,6 +91,7 @@ struct Config {
   TrainSection train;
   OptimSection optim;
   DataSection data;
+  QatSection qat;
   OutputSection output;
 };
 

@@ -22,6 +22,7 @@
 #include "model/safetensors.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
+#include "quant/qat.h"
 #include "report/report.h"
 #include "train/checkpoint.h"
 #include "train/ema.h"
@@ -192,8 +193,9 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   // Whole-step CUDA graphs (step_graph.h) on one GPU: a step's micro-batches are staged in device buffers
   // first, so the captured work reads the same addresses every step. Host-side per-step decisions rule
   // them out: data parallel collectives, exact accumulation, grad-norm clipping (norm read on the host).
+  // Late QAT (quant/qat.h) decides per step on the host whether to fake-quantize: eager steps too.
   const bool graphs = dev == Device::CUDA && cfg.train.cuda_graph && comm == nullptr && !opt.exact_accumulation &&
-                      cfg.optim.grad_clip_norm <= 0;
+                      cfg.optim.grad_clip_norm <= 0 && !cfg.qat.enabled;
   Tensor ids_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
   Tensor targets_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
   std::unique_ptr<Stream> train_stream;
@@ -206,7 +208,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   StepGraph step_graph(graphs ? train_stream->handle() : nullptr, graphs);
   if (dev == Device::CUDA)
     log.line(graphs ? std::string("cuda graphs: whole steps are captured and replayed")
-                    : std::string("cuda graphs: off (train.cuda_graph, data parallel, exact accumulation or grad clipping)"));
+                    : std::string("cuda graphs: off (train.cuda_graph, data parallel, exact accumulation, grad clipping "
+                                  "or QAT)"));
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
   // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
   const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
@@ -232,6 +235,14 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     loss_sum.copy_from(src.slice(o, o + 1));
   };
 
+  quant::QatConfig qat;
+  qat.enabled = cfg.qat.enabled;
+  qat.lr_threshold = cfg.qat.lr_threshold;
+  qat.spec.bits = static_cast<int>(cfg.qat.bits);
+  qat.spec.min_scale = 1.f / static_cast<float>((1 << (qat.spec.bits - 1)) - 1);  // §7.3's 1/31 at 6 bits
+  qat.clipped_ste = cfg.qat.clipped_ste;
+  quant::QatStash qat_stash;
+
   // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read).
   auto train_step = [&](int64_t step, double lr_mult) -> double {
     if (graphs && !prof::enabled()) {
@@ -255,6 +266,9 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     gpt.params().zero_grads();
     loss_sum.zero_();
     if (opt.exact_accumulation) flat_acc.zero_();
+    // The forward of this step's micro-batches reads fake-quantized block matrices (the STE: their
+    // gradients land on the masters, which finish_fake_quant restores before the optimizer step).
+    if (quant::qat_active(qat, lr_mult)) quant::apply_fake_quant(gpt.params(), qat, qat_stash);
     for (int64_t m = 0; m < accum; ++m) {
       {
         const prof::Scope timer("step:data");
@@ -285,6 +299,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
       comm->all_reduce_sum(flat);
       unpack(flat);
     }
+    quant::finish_fake_quant(gpt.params(), qat, qat_stash);  // a no-op when nothing was fake-quantized
     {
       const prof::Scope timer("step:optimizer");
       optimizer.step(step, lr_mult);

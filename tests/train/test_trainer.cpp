@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -218,6 +219,33 @@ TEST(Trainer, LoopWarmupIsUndone) {
   EXPECT_EQ(with, without);
   const std::string log = data::read_file(t.dir + "/with/train.log");
   EXPECT_NE(log.find("warm-up: 2 steps + 2 looped"), std::string::npos) << log;
+}
+
+// Late QAT (config [qat]): the fake-quantized forward changes the losses from the first QAT step on,
+// steps before the threshold are identical, and the losses stay finite. (That the masters are restored
+// after each step is tests/quant/test_fake_quant.cpp's.)
+TEST(Trainer, LateQatChangesLossesOnlyOnceActive) {
+  TinyRun t("qat");
+  t.cfg.train.int8_roundtrip = false;
+  std::vector<double> plain, qat;
+  Config c = t.cfg;
+  c.qat.enabled = true;
+  c.qat.lr_threshold = 0.9;  // step schedule, warmdown over the last 3 of 6 steps: on from the 4th step
+  c.qat.bits = 4;            // a coarse grid, so the effect is unmistakable
+  run_training(c, t.opts("qat", &qat));
+  run_training(t.cfg, t.opts("plain", &plain));
+  ASSERT_EQ(qat.size(), plain.size());
+  size_t first_diff = qat.size();
+  for (size_t i = 0; i < qat.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(qat[i]));
+    if (first_diff == qat.size() && qat[i] != plain[i]) first_diff = i;
+  }
+  EXPECT_GE(first_diff, 2u) << "QAT must not act before the lr multiplier falls below the threshold";
+  EXPECT_LT(first_diff, qat.size()) << "QAT never changed a loss";
+  // Bad settings fail clearly.
+  Config bad = t.cfg;
+  bad.qat.bits = 1;
+  EXPECT_NE(error_of([&] { validate(bad, 1); }).find("qat.bits"), std::string::npos);
 }
 
 // The op profiler through the trainer: the profiled window yields per-op rows (forward and backward of
