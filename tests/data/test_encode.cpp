@@ -14,6 +14,9 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "data_test_util.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::data;
@@ -40,15 +43,6 @@ std::vector<uint16_t> read_split(const std::string& dir, const std::string& patt
     all.insert(all.end(), t.begin(), t.end());
   }
   return all;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

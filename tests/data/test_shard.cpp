@@ -8,6 +8,9 @@
 #include "data/file_util.h"
 #include "data/shard.h"
 #include "data_test_util.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::data;
@@ -21,15 +24,6 @@ void write_raw(const std::string& path, const std::vector<int32_t>& header, cons
   std::copy(header.begin(), header.end(), h.begin());
   f.write(reinterpret_cast<const char*>(h.data()), static_cast<std::streamsize>(h.size() * 4));
   f.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 2));
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -12,6 +12,9 @@
 #include "dist/env.h"
 #include "dist/loopback_comm.h"
 #include "dist/rendezvous.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::dist;
@@ -27,15 +30,6 @@ struct CleanEnv {
     for (const char* v : kVars) ::unsetenv(v);
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 int test_port(int offset) { return 20000 + static_cast<int>((::getpid() * 4) % 20000) + offset; }
 

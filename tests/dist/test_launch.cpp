@@ -20,6 +20,9 @@
 #include "core/error.h"
 #include "dist/launch.h"
 #include "tiny_run.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 
@@ -51,15 +54,6 @@ dist::LaunchSpec sh(int n, const std::string& script, Lines& lines) {
   s.pipe_rank0 = true;
   s.on_line = [&lines](int r, const std::string& l) { lines.add(r, l); };
   return s;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -1,8 +1,13 @@
 #pragma once
-// Shared helpers of the model tests: a tiny configuration and deterministic batches/weights.
+// Shared helpers of the model tests: a tiny configuration, deterministic batches/weights, and the
+// GPU-against-CPU comparison of one training step.
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/arena.h"
 #include "core/rng.h"
 #include "model/gpt.h"
 #include "ops/random.h"
@@ -46,6 +51,58 @@ inline void randomize(GPT& m, uint64_t seed) {
     }
   }
   m.params().sync_compute();
+}
+
+// max |a - b| / max |b|: the error relative to the tensor's scale (elementwise relative error is
+// meaningless for entries near zero).
+inline double scaled_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+struct StepResult {
+  double loss = 0;
+  std::vector<std::vector<float>> grads;
+};
+
+// One forward_backward on an arena of exactly plan_bytes (the step must fit in it), mean loss and
+// every gradient. With `exact_plan`, the plan must also be exactly the larger of the step's peak and
+// a forward-only pass's (nothing over-reserved).
+inline StepResult run_step(GPT& m, const Tensor& ids, const Tensor& targets, bool exact_plan) {
+  Arena arena(m.device());
+  const size_t plan = m.plan_bytes(ids.dim(0), ids.dim(1));
+  arena.reserve(plan);
+  m.params().zero_grads();
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, m.device());
+  m.forward_backward(ids.to(m.device()), targets.to(m.device()), 1.f / static_cast<float>(ids.numel()), arena,
+                     loss_sum);
+  EXPECT_LE(arena.peak(), plan);
+  if (exact_plan) EXPECT_EQ(plan, std::max(arena.peak(), m.plan_bytes(ids.dim(0), ids.dim(1), false)));
+  StepResult r;
+  r.loss = loss_sum.to_float_vector()[0] / static_cast<double>(ids.numel());
+  for (const Param& p : m.params().all()) r.grads.push_back(p.grad.to_float_vector());
+  return r;
+}
+
+// The same weights on the CPU (f32) and on the GPU (activations `act`): one step's loss within
+// loss_tol (relative) and every gradient within grad_tol (scaled_error).
+inline void compare_gpu_with_cpu(ModelConfig cfg, DType act, const Tensor& ids, const Tensor& targets, double loss_tol,
+                                 double grad_tol, bool exact_plan) {
+  GPT cpu(cfg, Device::CPU);
+  randomize(cpu, 21);
+  cfg.act_dtype = act;
+  GPT gpu(cfg, Device::CUDA);
+  for (size_t i = 0; i < cpu.params().all().size(); ++i)
+    gpu.params().all()[i].value.copy_from(cpu.params().all()[i].value);
+  gpu.params().sync_compute();
+  const StepResult a = run_step(cpu, ids, targets, exact_plan), b = run_step(gpu, ids, targets, exact_plan);
+  EXPECT_NEAR(b.loss, a.loss, loss_tol * a.loss);
+  for (size_t i = 0; i < a.grads.size(); ++i)
+    EXPECT_LT(scaled_error(b.grads[i], a.grads[i]), grad_tol) << cpu.params().all()[i].spec.name;
 }
 
 }  // namespace pgolf::model::testing

@@ -13,10 +13,13 @@
 #include "core/memory.h"
 #include "model/gpt.h"
 #include "model/safetensors.h"
+#include "model_test_util.h"
 #include "train/optimizer.h"
 
 namespace pgolf::model {
 namespace {
+
+using testing::scaled_error;
 
 struct Golden {
   nlohmann::json scalars;
@@ -51,17 +54,6 @@ ModelConfig golden_config(const nlohmann::json& c) {
   m.norm_eps = c.at("norm_eps");
   m.act_dtype = DType::F32;
   return m;
-}
-
-// max |a - b| / max |b|: the error relative to the tensor's scale (elementwise relative error is
-// meaningless for entries near zero).
-double scaled_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err = std::max(err, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return err / std::max(scale, 1e-30);
 }
 
 double mean_loss(GPT& m, const Tensor& ids, const Tensor& targets, Arena& arena) {

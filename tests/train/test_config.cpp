@@ -4,20 +4,12 @@
 
 #include "core/error.h"
 #include "train/config.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::train;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
 
 TEST(TrainConfig, DefaultsAreTheBaseline) {
   Config c;

@@ -10,6 +10,9 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/ema.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::train;
@@ -26,15 +29,6 @@ struct One {
   void set(std::vector<float> v) { t.get("a").value.copy_from(Tensor::from_vector(v, Shape{3})); }
   std::vector<float> get() { return t.get("a").value.to_float_vector(); }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -17,6 +17,9 @@
 #include "data/shard.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "test_util.h"
+
+using pgolf::test::error_of;
 
 using namespace pgolf;
 using namespace pgolf::train;
@@ -71,15 +74,6 @@ struct TinyRun {
     return o;
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 
