@@ -91,11 +91,16 @@ std::string artifact_section(const RunData& r) {
   const PackInfo& p = r.pack;
   if (!p.present) return html_section("artifact", "Artifact", html_note("No pack.json in the run directory (run pgolf pack)."));
   std::vector<std::pair<std::string, std::string>> totals;
-  totals.emplace_back("total bytes", std::isfinite(p.total_bytes) ? fmt::format("{:.0f} ({})", p.total_bytes, format_bytes(p.total_bytes)) : "-");
+  totals.emplace_back("artifact bytes", std::isfinite(p.total_bytes) ? fmt::format("{:.0f} ({})", p.total_bytes, format_bytes(p.total_bytes)) : "-");
   totals.emplace_back("code bytes", std::isfinite(p.code_bytes) ? format_bytes(p.code_bytes) : "-");
+  totals.emplace_back("counted bytes (artifact + code)",
+                      std::isfinite(p.counted_bytes) ? fmt::format("{:.0f} ({})", p.counted_bytes, format_bytes(p.counted_bytes))
+                                                     : "-");
   totals.emplace_back("limit", std::isfinite(p.limit_bytes) ? format_bytes(p.limit_bytes) : "-");
-  if (std::isfinite(p.total_bytes) && std::isfinite(p.limit_bytes))
-    totals.emplace_back("headroom", format_bytes(p.limit_bytes - p.total_bytes));
+  // The limit counts the code too: the headroom is measured from the counted bytes when known.
+  const double used = std::isfinite(p.counted_bytes) ? p.counted_bytes : p.total_bytes;
+  if (std::isfinite(used) && std::isfinite(p.limit_bytes))
+    totals.emplace_back("headroom", format_bytes(p.limit_bytes - used));
 
   BarChart groups;
   groups.title = "Stored bytes per tensor group";

@@ -66,6 +66,7 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const RunData& run
   }
   if (run.pack.present) {
     rows.emplace_back("artifact bytes", std::isfinite(run.pack.total_bytes) ? format_bytes(run.pack.total_bytes) : "-");
+    rows.emplace_back("counted bytes", std::isfinite(run.pack.counted_bytes) ? format_bytes(run.pack.counted_bytes) : "-");
     if (std::isfinite(run.pack.limit_bytes)) rows.emplace_back("artifact limit", format_bytes(run.pack.limit_bytes));
   }
   for (const auto& e : run.evals)

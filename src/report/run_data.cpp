@@ -160,6 +160,9 @@ PackInfo parse_pack_json(const json& j) {
   p.total_bytes = number(j, {"total_bytes", "artifact_bytes", "file_bytes"});
   p.code_bytes = number(j, {"code_bytes"});
   p.limit_bytes = number(j, {"limit_bytes", "budget_bytes", "limit"});
+  p.counted_bytes = number(j, {"counted_bytes"});
+  if (!std::isfinite(p.counted_bytes) && std::isfinite(p.total_bytes) && std::isfinite(p.code_bytes))
+    p.counted_bytes = p.total_bytes + p.code_bytes;
   auto add_tensor = [&](const json& t, const std::string& key) {
     if (!t.is_object()) return;
     PackTensor pt;
@@ -175,7 +178,7 @@ PackInfo parse_pack_json(const json& j) {
     pt.raw_bytes = number(t, {"raw_bytes"});
     pt.bits = number(t, {"bits", "bits_per_weight"});
     pt.rel_error = number(t, {"rel_error", "quant_rel_error", "rel_err", "relative_error"});
-    pt.proxy_error = number(t, {"proxy_error", "wx_error", "act_error", "output_rel_error"});
+    pt.proxy_error = number(t, {"proxy_error", "rel_proxy_error", "wx_error", "act_error", "output_rel_error"});
     p.tensors.push_back(std::move(pt));
   };
   if (auto it = j.find("tensors"); it != j.end()) {
@@ -205,7 +208,7 @@ EvalInfo parse_eval_json(const json& j, const std::string& file) {
   EvalInfo e;
   e.file = file;
   if (!j.is_object()) return e;
-  static const char* kPhaseKeys[] = {"phases", "phase_times", "timings"};
+  static const char* kPhaseKeys[] = {"phase_seconds", "phases", "phase_times", "timings"};
   auto is_phase_key = [](const std::string& k) {
     return std::find(std::begin(kPhaseKeys), std::end(kPhaseKeys), k) != std::end(kPhaseKeys);
   };

@@ -36,6 +36,7 @@ struct PackTensor {
 struct PackInfo {
   bool present = false;
   double total_bytes = kNaN, code_bytes = kNaN, limit_bytes = kNaN;
+  double counted_bytes = kNaN;  // what the 16 MB limit counts: artifact + code (pgolf pack's counted_bytes)
   std::vector<PackTensor> tensors;
   std::vector<std::pair<std::string, double>> bytes_by_compressor;  // stored bytes, in first-seen order
   nlohmann::json raw;                                               // the whole file, for the scalar table

@@ -64,6 +64,36 @@ TEST(ReportRunData, PackJsonVariants) {
   EXPECT_TRUE(std::isnan(q.total_bytes));
 }
 
+// The field names pgolf pack and pgolf eval --json write today (from a 2026-12-02 device run).
+TEST(ReportRunData, ReadsPgolfPackAndEvalJson) {
+  const PackInfo p = parse_pack_json(nlohmann::json::parse(R"({"artifact":"runs/x/final_model.pgolf",
+      "artifact_bytes":7439764,"code_bytes":250851,"counted_bytes":7690615,"limit":16000000,"within_limit":true,
+      "sections":[{"name":"codes","compressor":"brotli-11","raw_bytes":17039360,"stored_bytes":7362590},
+                  {"name":"aux","compressor":"brotli-11","raw_bytes":117078,"stored_bytes":68944}],
+      "tensors":[{"name":"tok_emb.weight","role":"embed","bits":7,"numel":524288,"rel_error":0.0779,
+                  "rel_proxy_error":0.0175}]})"));
+  EXPECT_EQ(p.total_bytes, 7439764);
+  EXPECT_EQ(p.code_bytes, 250851);
+  EXPECT_EQ(p.counted_bytes, 7690615);
+  EXPECT_EQ(p.limit_bytes, 16000000);
+  ASSERT_EQ(p.tensors.size(), 1u);
+  EXPECT_EQ(p.tensors[0].bits, 7);
+  EXPECT_DOUBLE_EQ(p.tensors[0].proxy_error, 0.0175);
+  ASSERT_EQ(p.bytes_by_compressor.size(), 1u);
+  EXPECT_EQ(p.bytes_by_compressor[0].second, 7362590 + 68944);
+  // Without counted_bytes (older pack.json): artifact + code.
+  EXPECT_EQ(parse_pack_json(nlohmann::json::parse(R"({"artifact_bytes":10,"code_bytes":5})")).counted_bytes, 15);
+
+  const EvalInfo e = parse_eval_json(nlohmann::json::parse(R"({"mode":"sliding","context":1024,"stride":64,
+      "val_bpb":1.548946,"phase_seconds":{"adapt":0.0,"load":0.333,"prepare":0.0018,"score":3.297}})"), "eval-artifact.json");
+  ASSERT_EQ(e.phases.size(), 4u);
+  EXPECT_EQ(e.phases[3].name, "score");
+  EXPECT_DOUBLE_EQ(e.phases[3].seconds, 3.297);
+  bool has_bpb = false;
+  for (const auto& [k, v] : e.scalars) has_bpb |= k == "val_bpb";
+  EXPECT_TRUE(has_bpb);
+}
+
 TEST(ReportRunData, EvalPhasesAsArrayOrObject) {
   const EvalInfo a = parse_eval_json(nlohmann::json::parse(
       R"({"val_bpb":1.2,"mode":"sliding","phases":[{"name":"load","seconds":2},{"phase":"score","ms":500}]})"), "eval.json");
