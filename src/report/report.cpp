@@ -103,7 +103,8 @@ std::string artifact_section(const RunData& r) {
     totals.emplace_back("headroom", format_bytes(p.limit_bytes - used));
 
   BarChart groups;
-  groups.title = "Stored bytes per tensor group";
+  groups.title = p.tensor_bytes_estimated ? "Stored bytes per tensor group (estimated: the codes section shared out by raw bits)"
+                                          : "Stored bytes per tensor group";
   groups.value_label = "bytes";
   groups.bytes = true;
   BarSeries gs{"bytes", {}, palette_color(0)};

@@ -187,6 +187,26 @@ PackInfo parse_pack_json(const json& j) {
     else if (it->is_object())
       for (const auto& [k, t] : it->items()) add_tensor(t, k);
   }
+  // Tensors without stored bytes but with numel and bits: share the "codes" section out by raw bits.
+  bool any_bytes = false;
+  double raw_bits = 0;
+  std::vector<double> bits_of(p.tensors.size(), 0.0);
+  if (auto it = j.find("tensors"); it != j.end() && it->is_array()) {
+    for (size_t i = 0; i < p.tensors.size() && i < it->size(); ++i) {
+      any_bytes |= std::isfinite(p.tensors[i].bytes);
+      const double n = number((*it)[i], {"numel"}), b = p.tensors[i].bits;
+      if (std::isfinite(n) && std::isfinite(b)) raw_bits += bits_of[i] = n * b;
+    }
+  }
+  double codes_stored = kNaN;
+  if (auto it = j.find("sections"); it != j.end() && it->is_array())
+    for (const auto& s : *it)
+      if (text(s, {"name"}) == "codes") codes_stored = number(s, {"stored_bytes", "bytes", "compressed_bytes"});
+  if (!any_bytes && raw_bits > 0 && std::isfinite(codes_stored)) {
+    for (size_t i = 0; i < p.tensors.size(); ++i)
+      if (bits_of[i] > 0) p.tensors[i].bytes = codes_stored * bits_of[i] / raw_bits;
+    p.tensor_bytes_estimated = true;
+  }
   auto add_bytes = [&](const std::string& name, double bytes) {
     if (name.empty() || !std::isfinite(bytes)) return;
     for (auto& [n, b] : p.bytes_by_compressor)

@@ -37,6 +37,9 @@ struct PackInfo {
   bool present = false;
   double total_bytes = kNaN, code_bytes = kNaN, limit_bytes = kNaN;
   double counted_bytes = kNaN;  // what the 16 MB limit counts: artifact + code (pgolf pack's counted_bytes)
+  // pgolf pack compresses all codes in one section, so tensors carry no stored bytes of their own; their
+  // bytes are then that section's stored bytes shared out by raw code bits (numel x bits): an estimate.
+  bool tensor_bytes_estimated = false;
   std::vector<PackTensor> tensors;
   std::vector<std::pair<std::string, double>> bytes_by_compressor;  // stored bytes, in first-seen order
   nlohmann::json raw;                                               // the whole file, for the scalar table

@@ -81,6 +81,14 @@ TEST(ReportRunData, ReadsPgolfPackAndEvalJson) {
   EXPECT_DOUBLE_EQ(p.tensors[0].proxy_error, 0.0175);
   ASSERT_EQ(p.bytes_by_compressor.size(), 1u);
   EXPECT_EQ(p.bytes_by_compressor[0].second, 7362590 + 68944);
+  // pgolf pack's tensors carry no stored bytes: the codes section is shared out by numel x bits.
+  const PackInfo shared = parse_pack_json(nlohmann::json::parse(R"({"sections":[{"name":"codes","stored_bytes":300},
+      {"name":"aux","stored_bytes":7}],"tensors":[{"name":"a","numel":100,"bits":6},{"name":"b","numel":100,"bits":12}]})"));
+  EXPECT_TRUE(shared.tensor_bytes_estimated);
+  EXPECT_DOUBLE_EQ(shared.tensors[0].bytes, 100);
+  EXPECT_DOUBLE_EQ(shared.tensors[1].bytes, 200);
+  EXPECT_TRUE(p.tensor_bytes_estimated);
+  EXPECT_DOUBLE_EQ(p.tensors[0].bytes, 7362590);  // the only tensor listed takes the whole codes section
   // Without counted_bytes (older pack.json): artifact + code.
   EXPECT_EQ(parse_pack_json(nlohmann::json::parse(R"({"artifact_bytes":10,"code_bytes":5})")).counted_bytes, 15);
 
