@@ -188,9 +188,24 @@ size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
   // A training arena also serves forward-only passes of the same batch (validation, logits, finite
   // differences), whose peak can exceed the step's: the step frees activations as it goes, a
   // forward-only pass keeps them to its end.
+  return std::max(forward_only, step_plan_bytes(B, T));
+}
+
+size_t GPT::step_plan_bytes(int64_t B, int64_t T) {
+  PG_CHECK(B > 0 && T > 0, "step_plan_bytes: batch ({}, {}) must be positive", B, T);
+  const bool was_looping = looping_;
+  looping_ = cfg_.has_loop();  // the larger graph, as in plan_bytes
+  struct Restore {
+    bool& flag;
+    bool value;
+    ~Restore() { flag = value; }
+  } restore{looping_, was_looping};
+  Arena probe(dev_, "plan probe");
   probe.begin_measure();
+  Tensor ids = Tensor::from_blob(nullptr, Shape{B, T}, DType::I32, dev_);
+  Tensor none = Tensor::from_blob(nullptr, Shape{1}, DType::F32, dev_);
   forward_backward(ids, ids, 1.f, probe, none);
-  return std::max(forward_only, probe.end_measure());
+  return probe.end_measure();
 }
 
 }  // namespace pgolf::model

@@ -94,6 +94,8 @@ class GPT {
   // Bytes the arena needs at (B, T) (measuring dry runs): with_backward, the larger of forward_backward's
   // and forward_losses' peaks (a training arena also serves forward-only passes); else forward_losses'.
   size_t plan_bytes(int64_t B, int64_t T, bool with_backward = true);
+  // The training step's own peak at (B, T), without the forward-only pass plan_bytes also covers.
+  size_t step_plan_bytes(int64_t B, int64_t T);
 
   // The parameter table of `cfg` with specs only (nothing allocated): counts and names of big models.
   static ParamTable describe(const ModelConfig& cfg);

@@ -174,17 +174,21 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   const int64_t n_params = gpt.params().count_elements();
   const double fpt = flops_per_token(cfg.model, n_params, T);
   Arena arena(dev, "train");
-  const size_t plan = std::max(gpt.plan_bytes(B, T, true), gpt.plan_bytes(std::min(val_rows, B), T, false));
-  const size_t val_plan = val_rows > B ? gpt.plan_bytes(val_rows, T, false) : 0;
-  arena.reserve(std::max(plan, val_plan));
+  // A forward-only pass keeps its activations to the end (the step frees them as it goes), so at the
+  // training batch it can need more than the step: validation takes fewer rows per pass, halving until its
+  // pass fits in the step's own plan (the same tokens are scored; only the pass size changes).
+  const size_t step_plan = gpt.step_plan_bytes(B, T);
+  int64_t val_pass_rows = val_rows;
+  while (val_pass_rows > 1 && gpt.plan_bytes(val_pass_rows, T, false) > step_plan) val_pass_rows = (val_pass_rows + 1) / 2;
+  arena.reserve(std::max(step_plan, gpt.plan_bytes(val_pass_rows, T, false)));
   Optimizer optimizer(gpt.params(), cfg.optim, dev, dev == Device::CUDA ? DType::BF16 : DType::F32, comm);
   WeightAverages averages(gpt.params(), cfg.optim, dev);  // EMA / SWA (§6.7, §6.8); no state when off
-  Validator validator(std::move(val_tokens), luts, T, val_rows, dev);
+  Validator validator(std::move(val_tokens), luts, T, val_pass_rows, dev);
   log.line(fmt::format("model: {} parameters, {:.1f} MFLOP/token; batch {} tokens = {} micro-steps x {} x {}; arena {:.1f} MiB; "
-                       "val {} rows ({} tokens, {} bytes)",
+                       "val {} rows ({} tokens, {} bytes), {} rows per pass",
                        n_params, fpt / 1e6, cfg.train.train_batch_tokens, accum, B, T,
                        static_cast<double>(arena.capacity()) / (1 << 20), validator.rows(), validator.rows() * T,
-                       validator.scored_bytes()));
+                       validator.scored_bytes(), val_pass_rows));
 
   data::DistributedTokenLoader loader(cfg.data.train);
   const data::DistributedTokenLoader::State loader_start = loader.state();
