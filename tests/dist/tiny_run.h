@@ -14,6 +14,7 @@
 #include "dist/loopback_comm.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "test_util.h"
 
 namespace pgolf::test {
 
@@ -32,33 +33,15 @@ struct TinyData {
     dir = (fs::temp_directory_path() / fmt::format("pgolf_{}_{}", tag, ::getpid())).string();
     fs::remove_all(dir);
     fs::create_directories(dir + "/data");
-    std::mt19937 g(11);
-    std::vector<uint16_t> toks(6000);
-    for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<uint16_t>((i * 5 + (g() % 4)) % 48);
-    data::write_shard(dir + "/data/d_train_000000.bin", toks.data(), 5000);
-    data::write_shard(dir + "/data/d_val_000000.bin", toks.data() + 5000, 1000);
-    cfg.model.vocab_size = 64;
-    cfg.model.num_layers = 2;
-    cfg.model.model_dim = 32;
-    cfg.model.num_heads = 2;
-    cfg.model.num_kv_heads = 1;
-    cfg.train.seq_len = 16;
+    cfg = tiny_training(dir, "d", 11, 5, 4, {5000}, 1000);
     cfg.train.train_batch_tokens = kMicroSteps * 2 * 16;  // 2 rows of 16 per micro-step
     cfg.train.iterations = 4;
-    cfg.train.max_wallclock_seconds = 0;
-    cfg.train.lr_schedule = "step";
     cfg.train.warmdown_iters = 2;
     cfg.train.warmup_steps = 1;
-    cfg.train.val_loss_every = 0;
     cfg.train.val_batch_tokens = 64;
     cfg.train.val_max_tokens = 256;
-    cfg.train.train_log_every = 0;
     cfg.train.int8_roundtrip = false;
-    cfg.train.device = "cpu";
     cfg.optim.muon_momentum_warmup_steps = 2;
-    cfg.data.train = dir + "/data/d_train_*.bin";
-    cfg.data.val = dir + "/data/d_val_*.bin";
-    cfg.data.tokenizer = "";
   }
   ~TinyData() { std::filesystem::remove_all(dir); }
 

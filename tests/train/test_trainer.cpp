@@ -35,34 +35,14 @@ struct TinyRun {
     dir = (fs::temp_directory_path() / fmt::format("pgolf_train_{}_{}", name, ::getpid())).string();
     fs::remove_all(dir);
     fs::create_directories(dir + "/data");
-    // A token stream with structure (a noisy repeating pattern) so the loss can fall.
-    std::mt19937 g(5);
-    std::vector<uint16_t> toks(6000);
-    for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<uint16_t>((i * 7 + (g() % 3)) % 48);
-    data::write_shard(dir + "/data/t_train_000000.bin", toks.data(), 4000);
-    data::write_shard(dir + "/data/t_train_000001.bin", toks.data() + 4000, 1500);
-    data::write_shard(dir + "/data/t_val_000000.bin", toks.data() + 5500, 500);
-    cfg.model.vocab_size = 64;
-    cfg.model.num_layers = 2;
-    cfg.model.model_dim = 32;
-    cfg.model.num_heads = 2;
-    cfg.model.num_kv_heads = 1;
-    cfg.train.seq_len = 16;
+    cfg = pgolf::test::tiny_training(dir, "t", 5, 7, 3, {4000, 1500}, 500);
     cfg.train.train_batch_tokens = 128;  // 2 micro-steps of 4 x 16
     cfg.train.grad_accum = 2;
     cfg.train.iterations = 6;
-    cfg.train.max_wallclock_seconds = 0;
-    cfg.train.lr_schedule = "step";
     cfg.train.warmdown_iters = 3;
     cfg.train.warmup_steps = 2;
-    cfg.train.val_loss_every = 0;
     cfg.train.val_batch_tokens = 128;
-    cfg.train.train_log_every = 0;
-    cfg.train.device = "cpu";
     cfg.optim.muon_momentum_warmup_steps = 4;
-    cfg.data.train = dir + "/data/t_train_*.bin";
-    cfg.data.val = dir + "/data/t_val_*.bin";
-    cfg.data.tokenizer = "";
   }
   ~TinyRun() { fs::remove_all(dir); }
 
