@@ -166,7 +166,7 @@ void GPT::forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits) 
   if (!arena.measuring()) ops::copy(z.t, logits);
 }
 
-size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
+size_t GPT::measure_peak(int64_t B, int64_t T, bool step) {
   PG_CHECK(B > 0 && T > 0, "plan_bytes: batch ({}, {}) must be positive", B, T);
   // The looped list (when configured) is the larger graph: plan for it, whatever the current state.
   const bool was_looping = looping_;
@@ -180,32 +180,23 @@ size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
   probe.begin_measure();
   // Nothing is read in measuring mode, so unbacked tensors stand in for the batch.
   Tensor ids = Tensor::from_blob(nullptr, Shape{B, T}, DType::I32, dev_);
-  Tensor none = Tensor::from_blob(nullptr, Shape{1}, DType::F32, dev_);
-  Tensor losses = Tensor::from_blob(nullptr, Shape{B * T}, DType::F32, dev_);
-  forward_losses(ids, ids, probe, losses);
-  const size_t forward_only = probe.end_measure();
+  if (step) {
+    forward_backward(ids, ids, 1.f, probe, Tensor::from_blob(nullptr, Shape{1}, DType::F32, dev_));
+  } else {
+    forward_losses(ids, ids, probe, Tensor::from_blob(nullptr, Shape{B * T}, DType::F32, dev_));
+  }
+  return probe.end_measure();
+}
+
+size_t GPT::plan_bytes(int64_t B, int64_t T, bool with_backward) {
+  const size_t forward_only = measure_peak(B, T, /*step=*/false);
   if (!with_backward) return forward_only;
   // A training arena also serves forward-only passes of the same batch (validation, logits, finite
   // differences), whose peak can exceed the step's: the step frees activations as it goes, a
   // forward-only pass keeps them to its end.
-  return std::max(forward_only, step_plan_bytes(B, T));
+  return std::max(forward_only, measure_peak(B, T, /*step=*/true));
 }
 
-size_t GPT::step_plan_bytes(int64_t B, int64_t T) {
-  PG_CHECK(B > 0 && T > 0, "step_plan_bytes: batch ({}, {}) must be positive", B, T);
-  const bool was_looping = looping_;
-  looping_ = cfg_.has_loop();  // the larger graph, as in plan_bytes
-  struct Restore {
-    bool& flag;
-    bool value;
-    ~Restore() { flag = value; }
-  } restore{looping_, was_looping};
-  Arena probe(dev_, "plan probe");
-  probe.begin_measure();
-  Tensor ids = Tensor::from_blob(nullptr, Shape{B, T}, DType::I32, dev_);
-  Tensor none = Tensor::from_blob(nullptr, Shape{1}, DType::F32, dev_);
-  forward_backward(ids, ids, 1.f, probe, none);
-  return probe.end_measure();
-}
+size_t GPT::step_plan_bytes(int64_t B, int64_t T) { return measure_peak(B, T, /*step=*/true); }
 
 }  // namespace pgolf::model

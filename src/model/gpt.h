@@ -145,6 +145,8 @@ class GPT {
   Var block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T);
   Var attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T);
   Var mlp(Tape& tp, const BlockParams& bp, const Var& n);
+  // The arena peak of one measuring dry run at (B, T): the training step, or a forward-only pass.
+  size_t measure_peak(int64_t B, int64_t T, bool step);
   // Record-stack pieces (gpt_extra.cpp). Parameters of the optional modules (called by build_params).
   void build_extra_params();
   // doc_start_ for this batch when doc_isolated (an Arena buffer), else undefined.
