@@ -49,7 +49,7 @@ for task in "$@"; do
   case "$task" in
     info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
     tests) .carry/bin/pgolf_tests --gtest_brief=1 > "$OUT/tests.log" 2>&1; note "gtest rc=$? $(tail -3 "$OUT/tests.log" | tr '\n' ' ')" ;;
-    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*:GoldenBaselineCuda*:*Cuda*' > "$OUT/gputests.log" 2>&1
+    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*:GoldenBaselineCuda*:*Cuda*:*Gpu*' > "$OUT/gputests.log" 2>&1
       note "gpu gtests rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gputests.log" | tr '\n' ' ')"; grep -E 'FAILED|Failure|error' "$OUT/gputests.log" | head -20 ;;
     parity) $BIN selftest --gpu ${PARITY_ARGS:-} --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
     parityf) for f in ${PARITY_FILTERS:?set PARITY_FILTERS to op-name substrings}; do  # only the named op families
