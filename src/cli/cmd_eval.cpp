@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "artifact/model_io.h"
@@ -28,6 +29,11 @@ struct EvalArgs {
   bool no_trim = false;
   double time_budget = 0;
   eval::TttOptions ttt;
+  eval::PhasedTttOptions phased;
+  eval::NgramOptions ngram;
+  std::string ngram_alpha = "entropy";
+  eval::TapInOptions tapin;
+  bool tapin_no_cross = false;
   bool audit = false;
   int audit_samples = 8;
   int64_t audit_tokens = 0;
@@ -67,6 +73,44 @@ void run_eval(const EvalArgs& a) {
   opt.batch_tokens = a.batch_tokens;
   opt.time_budget_s = a.time_budget;
   opt.ttt = a.ttt;
+  opt.phased = a.phased;
+  opt.ngram = a.ngram;
+  if (a.ngram.enabled) {
+    if (a.ngram_alpha == "entropy") {
+      opt.ngram.alpha_entropy = true;
+    } else {
+      size_t used = 0;
+      double v = -1;
+      try {
+        v = std::stod(a.ngram_alpha, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      PG_CHECK(used == a.ngram_alpha.size() && v > 0 && v < 1,
+               "pgolf eval: --ngram-alpha '{}' is neither 'entropy' nor a number in (0, 1)", a.ngram_alpha);
+      opt.ngram.alpha_entropy = false;
+      opt.ngram.alpha_fixed = static_cast<float>(v);
+    }
+  }
+  opt.tapin = a.tapin;
+  opt.tapin.cross_window = !a.tapin_no_cross;
+  if (opt.ttt.enabled)
+    PG_CHECK(opt.ttt.lr > 0 && opt.ttt.epochs >= 1 && opt.ttt.chunk_tokens > 0,
+             "pgolf eval: --ttt-lr {} must be > 0, --ttt-epochs {} >= 1, --ttt-chunk {} > 0", opt.ttt.lr,
+             opt.ttt.epochs, opt.ttt.chunk_tokens);
+  if (opt.phased.enabled) {
+    PG_CHECK(opt.phased.lr > 0 && opt.phased.epochs >= 1 && opt.phased.chunk_tokens > 0 && opt.phased.batch_seqs > 0,
+             "pgolf eval: --phased-ttt-lr {} must be > 0, --phased-ttt-epochs {} >= 1, --phased-ttt-chunk {} > 0, "
+             "--phased-ttt-batch {} > 0",
+             opt.phased.lr, opt.phased.epochs, opt.phased.chunk_tokens, opt.phased.batch_seqs);
+    PG_CHECK(opt.phased.phases >= 1 && opt.phased.prefix_docs >= opt.phased.phases,
+             "pgolf eval: --phased-ttt-phases {} must be >= 1 and <= --phased-ttt-docs {}", opt.phased.phases,
+             opt.phased.prefix_docs);
+    PG_CHECK(opt.phased.momentum >= 0 && opt.phased.momentum < 1, "pgolf eval: --phased-ttt-momentum {} must be in [0, 1)",
+             opt.phased.momentum);
+  }
+  eval::check_ngram_options(opt.ngram);
+  eval::check_tapin_options(opt.tapin);
 
   nlohmann::json audit_json;
   double audit_s = 0;
@@ -79,6 +123,12 @@ void run_eval(const EvalArgs& a) {
     std::vector<uint16_t> head(tokens.begin(), tokens.begin() + std::min<int64_t>(prefix + 1, tokens.size()));
     eval::EvalOptions aopt = opt;
     if (aopt.ttt.enabled) aopt.ttt.chunk_tokens = std::min<int64_t>(aopt.ttt.chunk_tokens, std::max<int64_t>(1, prefix / 4));
+    if (aopt.phased.enabled) {  // phases that fall inside the audited prefix
+      const int bos = model->config().bos_id;
+      const int64_t docs = 1 + std::count(head.begin() + 1, head.end(), static_cast<uint16_t>(bos));
+      aopt.phased.prefix_docs = std::max<int64_t>(aopt.phased.phases, std::min(aopt.phased.prefix_docs, docs - 1));
+      aopt.phased.chunk_tokens = std::min<int64_t>(aopt.phased.chunk_tokens, std::max<int64_t>(1, prefix / 4));
+    }
     const eval::AuditReport r = eval::audit(*model, head, luts, aopt, ao);
     audit_s = r.seconds;
     audit_passed = r.passed;
@@ -104,9 +154,17 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.audit) phases["audit"] = audit_s;
 
-  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s on %s\n", eval::mode_name(opt.mode),
+  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s on %s\n", eval::mode_name(opt.mode),
               static_cast<long long>(opt.context), static_cast<long long>(opt.stride),
-              opt.ttt.enabled ? ", score-first TTT" : "", std::string(device_name(dev)).c_str());
+              opt.ttt.enabled ? ", score-first TTT" : "", opt.phased.enabled ? ", phased global TTT" : "",
+              opt.ngram.enabled ? ", n-gram mixture" : "", opt.tapin.enabled ? ", Tap-In" : "",
+              std::string(device_name(dev)).c_str());
+  if (opt.ngram.enabled || opt.tapin.enabled)
+    std::printf("mixing: n-gram fired at %lld targets (%zu table entries), Tap-In hints at %lld targets\n",
+                static_cast<long long>(r.ngram_fired), r.ngram_entries, static_cast<long long>(r.tapin_fired));
+  if (opt.phased.enabled)
+    std::printf("phased TTT: %zu global phases, %lld SGD steps\n", r.phase_ends.size(),
+                static_cast<long long>(r.phased_steps));
   std::printf("val_loss %.6f  val_bpb %.6f  scored %lld of %lld targets, %lld bytes, %lld of %lld windows%s\n",
               r.acc.loss(), r.acc.bpb(), static_cast<long long>(r.acc.tokens),
               static_cast<long long>(r.stream_targets), static_cast<long long>(r.acc.bytes),
@@ -142,6 +200,20 @@ void run_eval(const EvalArgs& a) {
                   {"momentum", opt.ttt.momentum},         {"epochs", opt.ttt.epochs},
                   {"grad_clip", opt.ttt.grad_clip},       {"batch_seqs", opt.ttt.batch_seqs},
                   {"steps", r.ttt_steps}};
+    if (opt.phased.enabled)
+      j["phased_ttt"] = {{"prefix_docs", opt.phased.prefix_docs}, {"phases", opt.phased.phases},
+                         {"lr", opt.phased.lr},                   {"chunk_tokens", opt.phased.chunk_tokens},
+                         {"epochs", opt.phased.epochs},           {"momentum", opt.phased.momentum},
+                         {"phase_ends", r.phase_ends},            {"steps", r.phased_steps}};
+    if (opt.ngram.enabled)
+      j["ngram"] = {{"min_order", opt.ngram.min_order}, {"max_order", opt.ngram.max_order},
+                    {"min_count", opt.ngram.min_count}, {"alpha", a.ngram_alpha},
+                    {"fired", r.ngram_fired},           {"entries", r.ngram_entries}};
+    if (opt.tapin.enabled)
+      j["tapin"] = {{"min_match", opt.tapin.min_match}, {"max_match", opt.tapin.max_match},
+                    {"top_k", opt.tapin.top_k},         {"w_window", opt.tapin.w_window},
+                    {"w_cross", opt.tapin.w_cross},     {"w_max", opt.tapin.w_max},
+                    {"cross_window", opt.tapin.cross_window}, {"fired", r.tapin_fired}};
     if (a.audit) j["audit"] = audit_json;
     data::write_file_atomic(a.json_path, j.dump(2) + "\n");
   }
@@ -172,6 +244,40 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--ttt-clip", a->ttt.grad_clip, "TTT global grad-norm clip (0 = off)")->capture_default_str();
   sub->add_option("--ttt-batch", a->ttt.batch_seqs, "TTT sequences per SGD step")->capture_default_str();
   sub->add_option("--ttt-seq-len", a->ttt.seq_len, "TTT training row length (0 = --context)");
+  auto* phased = sub->add_flag("--phased-ttt", a->phased.enabled,
+                               "Phased global TTT: SGD on the whole scored prefix at document-count boundaries");
+  sub->add_option("--phased-ttt-docs", a->phased.prefix_docs, "Documents covered by the phases")
+      ->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-phases", a->phased.phases, "Number of phases")->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-lr", a->phased.lr, "Global SGD lr (cosine over the prefix's chunks)")
+      ->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-chunk", a->phased.chunk_tokens, "Targets per global SGD chunk")
+      ->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-epochs", a->phased.epochs, "Passes over the prefix per phase")
+      ->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-momentum", a->phased.momentum, "Global SGD momentum")->capture_default_str()->needs(phased);
+  sub->add_option("--phased-ttt-batch", a->phased.batch_seqs, "Global SGD rows per step")->capture_default_str()->needs(phased);
+  auto* ngram = sub->add_flag("--ngram", a->ngram.enabled,
+                              "Mix a causal n-gram distribution (full, normalised, scored tokens only) into the model's");
+  sub->add_option("--ngram-min-order", a->ngram.min_order, "Lowest n-gram order")->capture_default_str()->needs(ngram);
+  sub->add_option("--ngram-max-order", a->ngram.max_order, "Highest n-gram order (backoff from it)")
+      ->capture_default_str()->needs(ngram);
+  sub->add_option("--ngram-min-count", a->ngram.min_count, "Context occurrences before an order fires")
+      ->capture_default_str()->needs(ngram);
+  sub->add_option("--ngram-alpha", a->ngram_alpha, "Mixture weight: 'entropy' (0.05 + 0.55 s(2(H-4))) or a number")
+      ->capture_default_str()->needs(ngram);
+  auto* tapin = sub->add_flag("--tapin", a->tapin.enabled, "Tap-In: mix in the continuation of the longest earlier match");
+  sub->add_option("--tapin-min-match", a->tapin.min_match, "Shortest match")->capture_default_str()->needs(tapin);
+  sub->add_option("--tapin-max-match", a->tapin.max_match, "Match length cap")->capture_default_str()->needs(tapin);
+  sub->add_option("--tapin-top-k", a->tapin.top_k, "Gate: hint must be in the model's top k (0 = no gate)")
+      ->capture_default_str()->needs(tapin);
+  sub->add_option("--tapin-w-window", a->tapin.w_window, "Base weight of a match in the window")
+      ->capture_default_str()->needs(tapin);
+  sub->add_option("--tapin-w-cross", a->tapin.w_cross, "Base weight of a match earlier in the document")
+      ->capture_default_str()->needs(tapin);
+  sub->add_option("--tapin-w-max", a->tapin.w_max, "Weight cap")->capture_default_str()->needs(tapin);
+  sub->add_flag("--tapin-no-cross", a->tapin_no_cross, "Only matches inside the window (no V6 cross-window search)")
+      ->needs(tapin);
   sub->add_flag("--audit", a->audit, "Run the legality audit first (fails the command if it fails)");
   sub->add_option("--audit-samples", a->audit_samples, "Audited positions")->capture_default_str();
   sub->add_option("--audit-tokens", a->audit_tokens, "Prefix the audit runs on (0 = 4 * context)");

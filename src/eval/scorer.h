@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/bpb.h"
+#include "eval/mixer.h"
 #include "eval/ttt.h"
 #include "eval/windows.h"
 #include "model/gpt.h"
@@ -22,6 +23,7 @@ enum class TestLeak {
   MixTarget,          // p'(k) = (p(k) + 1[k = target]) / 2: normalised but depends on the target
   UnnormalizedBlend,  // target-keyed cache (seed #915): p'(y) = p(y)/2 + 1/2 evaluated only at the target
   TrainBeforeScore,   // TTT that adapts on a chunk before scoring it (pre-scoring TTT, table (e))
+  NgramCountsTarget,  // the n-gram cache counts x_t before mixing at t (update before score)
 };
 
 struct EvalOptions {
@@ -31,6 +33,9 @@ struct EvalOptions {
   int64_t batch_tokens = 65536;  // rows per forward = max(1, batch_tokens / context)
   double time_budget_s = 0;      // 0 = none; else stop after the batch that crosses it (partial result)
   TttOptions ttt;
+  PhasedTttOptions phased;       // phased global TTT (§8.4), with or without chunk TTT
+  NgramOptions ngram;            // legal n-gram mixture (§8.7, mixer.h)
+  TapInOptions tapin;            // Tap-In (§8.6, mixer.h)
   bool keep_token_nll = false;   // fill EvalResult::token_nll / score_count (tests, audits)
   std::vector<int64_t> probes;   // target positions whose full distribution is captured
   bool stop_after_probes = false;  // end as soon as every probe is captured (audit reruns)
@@ -54,9 +59,14 @@ struct EvalResult {
   int64_t total_windows = 0;
   int64_t stream_targets = 0;   // n - 1
   bool partial = false;         // time budget exceeded (or stopped after probes): not the full stream
-  std::vector<std::pair<std::string, double>> phase_seconds;  // prepare, score, adapt
+  std::vector<std::pair<std::string, double>> phase_seconds;  // prepare, score, mix, adapt, global_ttt
   std::vector<ChunkScore> chunks;
   int64_t ttt_steps = 0;
+  int64_t phased_steps = 0;      // SGD steps of the phased global TTT
+  std::vector<int64_t> phase_ends;  // target ends where a global phase ran
+  int64_t ngram_fired = 0;       // scored targets where an n-gram order fired
+  int64_t tapin_fired = 0;       // scored targets with a Tap-In hint (after the gate)
+  size_t ngram_entries = 0;      // table entries at the end
   std::vector<float> token_nll;       // keep_token_nll: (n) NaN where not scored
   std::vector<uint8_t> score_count;   // keep_token_nll: (n) times each target was scored
   std::vector<Probe> probes;

@@ -15,6 +15,24 @@ float ttt_chunk_lr(const TttOptions& o, int64_t c, int64_t num_chunks) {
   return static_cast<float>(o.lr * 0.5 * (1.0 + std::cos(pi * static_cast<double>(c) / (num_chunks - 1))));
 }
 
+std::vector<int64_t> phase_boundaries(const PhasedTttOptions& o, const uint16_t* tokens, int64_t n, int bos_id) {
+  PG_CHECK(o.prefix_docs >= 1 && o.phases >= 1 && o.phases <= o.prefix_docs,
+           "phased ttt: --phased-ttt-docs {} and --phased-ttt-phases {} must satisfy 1 <= phases <= docs",
+           o.prefix_docs, o.phases);
+  std::vector<int64_t> starts = {0};  // document starts
+  for (int64_t p = 1; p < n; ++p)
+    if (tokens[p] == bos_id) starts.push_back(p);
+  std::vector<int64_t> ends;
+  for (int i = 0; i < o.phases; ++i) {
+    const int64_t k = o.prefix_docs * (i + 1) / o.phases;  // documents 0..k-1 done
+    if (k >= static_cast<int64_t>(starts.size())) break;  // the stream ends first
+    const int64_t e = starts[static_cast<size_t>(k)] + 1;  // targets up to and including doc k's BOS
+    if (e >= n) break;
+    if (ends.empty() || e > ends.back()) ends.push_back(e);
+  }
+  return ends;
+}
+
 SgdAdapter::SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len)
     : model_(model), opt_(opt), seq_len_(seq_len) {
   PG_CHECK(seq_len_ > 0 && opt_.batch_seqs > 0 && opt_.epochs >= 0,

@@ -25,6 +25,41 @@ struct TttOptions {
 // The lr of chunk c of C (cosine from lr to 0; a single chunk gets lr).
 float ttt_chunk_lr(const TttOptions& o, int64_t c, int64_t num_chunks);
 
+// Phased global TTT (TECHNIQUES.md §8.4, PR #1610/#1626): scoring pauses when the first
+// floor(prefix_docs (i+1) / phases) documents are fully scored (i = 0..phases-1) and runs SGD on all
+// weights over the whole already-scored prefix (chunks of chunk_tokens targets, cosine lr across
+// them, `epochs` passes); later phases train on the cumulative prefix. Combines with chunk TTT.
+struct PhasedTttOptions {
+  bool enabled = false;
+  int64_t prefix_docs = 2500;
+  int phases = 3;
+  int64_t chunk_tokens = 32768;
+  float lr = 0.001f;
+  float momentum = 0.9f;
+  int epochs = 1;
+  float grad_clip = 1.0f;
+  int64_t batch_seqs = 32;
+  int64_t seq_len = 0;  // 0 = the eval context
+  // The SGD settings as TttOptions (what SgdAdapter takes).
+  TttOptions as_ttt() const {
+    TttOptions t;
+    t.enabled = enabled;
+    t.chunk_tokens = chunk_tokens;
+    t.lr = lr;
+    t.momentum = momentum;
+    t.epochs = epochs;
+    t.grad_clip = grad_clip;
+    t.batch_seqs = batch_seqs;
+    t.seq_len = seq_len;
+    return t;
+  }
+};
+
+// Exclusive target ends of the phases: after document k = floor(prefix_docs (i+1) / phases) - 1 is
+// fully scored, i.e. its last target (the next document's BOS) included. Documents start at 0 and at
+// every BOS after it; boundaries at or past the stream end are dropped.
+std::vector<int64_t> phase_boundaries(const PhasedTttOptions& o, const uint16_t* tokens, int64_t n, int bos_id);
+
 class SgdAdapter {
  public:
   SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len);

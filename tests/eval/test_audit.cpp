@@ -2,6 +2,8 @@
 // deliberately illegal scorer for the right reason.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "eval/audit.h"
 #include "eval_test_util.h"
 
@@ -46,6 +48,71 @@ TEST(EvalAudit, PassesEveryLegalMode) {
       EXPECT_LT(r.max_causal_diff, 1e-5);
     }
   }
+}
+
+// Every eval-time technique of issue 7 (n-gram mixture, Tap-In, phased global TTT), alone and
+// together, with and without chunk TTT, in every mode.
+TEST(EvalAudit, PassesEveryMixtureAndPhasedTtt) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(160, 32, 36);
+  for (Mode mode : {Mode::Plain, Mode::Sliding, Mode::Doc}) {
+    for (int variant = 0; variant < 6; ++variant) {
+      auto o = base_opts(mode);
+      std::string name = mode_name(mode);
+      if (variant == 0 || variant == 3 || variant == 5) {
+        o.ngram.enabled = true;
+        o.ngram.min_count = 1;
+        o.ngram.alpha_entropy = variant != 3;
+        name += "+ngram";
+      }
+      if (variant == 1 || variant == 3 || variant == 5) {
+        o.tapin.enabled = true;
+        o.tapin.top_k = variant == 1 ? 0 : 8;
+        o.tapin.w_window = 0.2f;
+        name += "+tapin";
+      }
+      if (variant == 2 || variant == 4 || variant == 5) {
+        o.phased.enabled = true;
+        o.phased.prefix_docs = 4;
+        o.phased.phases = 2;
+        o.phased.lr = 0.05f;
+        o.phased.chunk_tokens = 32;
+        name += "+phased";
+      }
+      if (variant >= 4) {
+        o.ttt.enabled = true;
+        o.ttt.chunk_tokens = 40;
+        o.ttt.lr = 0.05f;
+        o.ttt.epochs = 1;
+        name += "+ttt";
+      }
+      auto a = small_audit();
+      a.samples = 6;
+      const auto r = audit(m, toks, luts, o, a);
+      EXPECT_TRUE(r.passed) << name << ": " << (r.failures.empty() ? "" : r.failures.front());
+      EXPECT_EQ(r.positions, 8) << name;
+      EXPECT_LT(r.max_sum_error, 1e-4) << name;
+      EXPECT_LT(r.max_causal_diff, 1e-5) << name;
+      EXPECT_LT(r.max_consistency, 1e-4) << name;
+    }
+  }
+}
+
+TEST(EvalAudit, CatchesAnNgramCacheThatCountsTheTargetFirst) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  const auto toks = doc_stream(160, 32, 37);
+  auto o = base_opts(Mode::Sliding);
+  o.ngram.enabled = true;
+  o.ngram.min_count = 1;
+  o.leak = TestLeak::NgramCountsTarget;
+  auto a = small_audit();
+  a.samples = 6;
+  const auto r = audit(m, toks, luts, o, a);
+  EXPECT_FALSE(r.passed);
+  EXPECT_GT(r.max_causal_diff, 1e-2);  // p_t depends on x_t through the counts
+  EXPECT_LT(r.max_sum_error, 1e-4);    // still a normalised distribution: only the causal check sees it
 }
 
 TEST(EvalAudit, CatchesAModelThatReadsItsTarget) {
