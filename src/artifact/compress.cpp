@@ -37,9 +37,12 @@ std::string_view compressor_name(Compressor c) {
     case Compressor::Brotli11: return "brotli-11";
     case Compressor::Lzma9Extreme: return "lzma-9e";
     case Compressor::Zstd22: return "zstd-22";
+    case Compressor::Cm: return "cm";
   }
   return "?";
 }
+
+uint32_t min_format_version(Compressor c) { return c == Compressor::Cm ? 2 : 1; }
 
 bool parse_compressor(std::string_view name, Compressor* out) {
   for (Compressor c : all_compressors())
@@ -51,10 +54,13 @@ bool parse_compressor(std::string_view name, Compressor* out) {
 }
 
 std::vector<Compressor> all_compressors() {
-  return {Compressor::None, Compressor::Zlib9, Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Zstd22};
+  return {Compressor::None, Compressor::Zlib9, Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Zstd22,
+          Compressor::Cm};
 }
 
-std::vector<uint8_t> compress(Compressor c, std::span<const uint8_t> raw) {
+std::vector<uint8_t> compress(Compressor c, std::span<const uint8_t> raw) { return compress(c, raw, {}); }
+
+std::vector<uint8_t> compress(Compressor c, std::span<const uint8_t> raw, std::span<const CodeMatrix> matrices) {
   std::vector<uint8_t> out;
   switch (c) {
     case Compressor::None: out.assign(raw.begin(), raw.end()); break;
@@ -93,6 +99,7 @@ std::vector<uint8_t> compress(Compressor c, std::span<const uint8_t> raw) {
       out.resize(n);
       break;
     }
+    case Compressor::Cm: out = cm_compress(raw, matrices); break;
     default: PG_FAIL("compress: unknown compressor id {}", static_cast<int>(c));
   }
   return out;
@@ -139,6 +146,7 @@ std::vector<uint8_t> decompress(Compressor c, std::span<const uint8_t> packed, s
                ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong decoded size");
       break;
     }
+    case Compressor::Cm: out = cm_decompress(packed, raw_size, what); break;
     default: PG_FAIL("{}: unknown compressor id {}", what, static_cast<int>(c));
   }
   return out;

@@ -14,7 +14,9 @@
 namespace pgolf::artifact {
 
 inline constexpr char kMagic[8] = {'P', 'G', 'O', 'L', 'F', 'A', 'R', 'T'};
-inline constexpr uint32_t kFormatVersion = 1;     // written by this build
+// Version 2 = version 1 plus section compressor 5 (cm). The writer stamps the oldest version that
+// describes the file (1 unless a section uses cm), so files without cm stay readable by older builds.
+inline constexpr uint32_t kFormatVersion = 2;     // newest version this build writes and reads
 inline constexpr uint32_t kMinReadVersion = 1;    // oldest version this build reads
 
 // Values are stored in the file: never renumber.

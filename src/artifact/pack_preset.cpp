@@ -31,24 +31,24 @@ PackPreset pack_preset(std::string_view name) {
   if (name == "top" || name == "top-2026-04-27") {
     p.name = "top-2026-04-27";
     p.lqer = true;  // the QuantPolicy defaults are the top record's
-    p.compressors = {Compressor::Brotli11, Compressor::Lzma9Extreme};
+    p.compressors = {Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Cm};
   } else if (name == "rec-2026-04-09" || name == "pr1658" || name == "pr1555") {
     p.policy.attn = RolePolicy{QuantMethod::Gptq, 6, ClipRule::sd(12.85)};
     p.policy.mlp = RolePolicy{QuantMethod::Gptq, 6, ClipRule::sd(12.85)};
     p.policy.embed = RolePolicy{QuantMethod::Gptq, 8, ClipRule::sd(20.0)};
-    p.compressors = {Compressor::Brotli11, Compressor::Lzma9Extreme};
+    p.compressors = {Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Cm};
   } else if (name == "pr1072") {
     p.policy.attn = RolePolicy{QuantMethod::Gptq, 6, ClipRule::row_max()};
     p.policy.mlp = RolePolicy{QuantMethod::Gptq, 6, ClipRule::row_max()};
     p.policy.embed = RolePolicy{QuantMethod::Rtn, 8, ClipRule::row_max()};
     p.policy.clip_search = gptq_lite_search();
-    p.compressors = {Compressor::Lzma9Extreme, Compressor::Brotli11};
+    p.compressors = {Compressor::Lzma9Extreme, Compressor::Brotli11, Compressor::Cm};
   } else if (name == "pr915") {
     p.policy.attn = RolePolicy{QuantMethod::Rtn, 6, ClipRule::row_max()};
     p.policy.mlp = RolePolicy{QuantMethod::Rtn, 6, ClipRule::row_max()};
     p.policy.embed = RolePolicy{QuantMethod::Rtn, 8, ClipRule::row_max()};
     p.policy.clip_search = gptq_lite_search();
-    p.compressors = {Compressor::Lzma9Extreme, Compressor::Brotli11};
+    p.compressors = {Compressor::Lzma9Extreme, Compressor::Brotli11, Compressor::Cm};
   } else if (name == "baseline") {
     const RolePolicy int8{QuantMethod::Rtn, 8, ClipRule::percentile(quant::kBaselineClipQuantile)};
     p.policy.attn = p.policy.mlp = p.policy.embed = p.policy.gate = int8;

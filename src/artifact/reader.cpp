@@ -29,7 +29,7 @@ SectionInfo read_section(ByteReader& r, const std::string& source, size_t index)
   const uint8_t c = r.u8("section compressor");
   PG_CHECK(c <= kMaxCompressorId,
            "{}: section '{}' (#{}) uses compressor id {} which this build does not know (known: 0=none 1=zlib-9 "
-           "2=brotli-11 3=lzma-9e 4=zstd-22)",
+           "2=brotli-11 3=lzma-9e 4=zstd-22 5=cm)",
            source, s.name, index, c);
   s.compressor = static_cast<Compressor>(c);
   s.shuffle_stride = r.u8("section shuffle stride");
@@ -91,6 +91,9 @@ Artifact parse_artifact(std::span<const uint8_t> file, const std::string& source
              "'{}': section '{}' (#{}) claims bytes [{}, {}) but the file has {} and the previous section ends at {}",
              source, s.name, i, s.file_offset, s.file_offset + s.stored_bytes, fi.file_bytes, expect_offset);
     expect_offset += s.stored_bytes;
+    PG_CHECK(min_format_version(s.compressor) <= fi.version,
+             "'{}': section '{}' (#{}) uses compressor {}, which needs artifact format version {} but the file says {}",
+             source, s.name, i, compressor_name(s.compressor), min_format_version(s.compressor), fi.version);
     fi.sections.push_back(std::move(s));
   }
   PG_CHECK(expect_offset == fi.file_bytes, "'{}': sections end at byte {} but the file has {}", source, expect_offset,

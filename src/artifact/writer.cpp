@@ -74,6 +74,7 @@ struct Layout {
   bool transposed;
   std::vector<uint8_t> raw;
   std::vector<uint64_t> offsets;  // parallel to the plan's parts
+  std::vector<CodeMatrix> matrices;  // int8 code matrices in raw, as laid out (for the cm coder)
 };
 
 struct Trial {
@@ -115,7 +116,7 @@ SectionJob prepare_section(const SectionPlan& s, const Artifact& a, const std::v
   job.plan = &s;
   for (LayoutOrder o : orders)
     for (bool tr : transposes) {
-      Layout l{o, tr, {}, std::vector<uint64_t>(s.parts.size())};
+      Layout l{o, tr, {}, std::vector<uint64_t>(s.parts.size()), {}};
       for (size_t i : order_indices(s, enc, o)) {
         const PartRef& ref = s.parts[i];
         const EncodedPart& part = enc[ref.tensor][ref.part];
@@ -123,13 +124,22 @@ SectionJob prepare_section(const SectionPlan& s, const Artifact& a, const std::v
         const std::vector<uint8_t> t = flip ? transposed_codes(a.tensors[ref.tensor]) : std::vector<uint8_t>{};
         const std::vector<uint8_t>& bytes = flip ? t : part.bytes;
         l.offsets[i] = l.raw.size();
+        const StoredTensor& st = a.tensors[ref.tensor];
+        if (part.kind == PartKind::Codes && !st.pack_bits)
+          l.matrices.push_back({l.raw.size(), static_cast<uint64_t>(flip ? st.q.cols : st.q.rows),
+                                static_cast<uint64_t>(flip ? st.q.rows : st.q.cols)});
         l.raw.insert(l.raw.end(), bytes.begin(), bytes.end());
       }
       job.layouts.push_back(std::move(l));
     }
+  const bool has_stride_1 = std::find(strides.begin(), strides.end(), 1) != strides.end();
   for (size_t l = 0; l < job.layouts.size(); ++l)
     for (int st : strides)
-      for (Compressor c : compressors) job.trials.push_back({l, st, c});
+      for (Compressor c : compressors) {
+        // cm models code matrices only unshuffled; shuffled, it would byte-model them (slowly, and worse).
+        if (c == Compressor::Cm && st != 1 && has_stride_1 && !job.layouts[l].matrices.empty()) continue;
+        job.trials.push_back({l, st, c});
+      }
   return job;
 }
 
@@ -149,7 +159,8 @@ void run_trials(std::vector<SectionJob>& jobs, int threads) {
         const size_t ti = tasks[i].second;
         const Trial& t = job.trials[ti];
         const std::vector<uint8_t>& raw = job.layouts[t.layout].raw;
-        std::vector<uint8_t> out = compress(t.c, t.stride == 1 ? raw : shuffle_bytes(raw, t.stride));
+        std::vector<uint8_t> out = t.stride == 1 ? compress(t.c, raw, job.layouts[t.layout].matrices)
+                                                 : compress(t.c, shuffle_bytes(raw, t.stride));
         std::lock_guard<std::mutex> lock(mu);
         // Smallest wins; equal sizes go to the earlier trial so the result never depends on timing.
         if (!job.have_best || out.size() < job.best.size() || (out.size() == job.best.size() && ti < job.best_trial)) {
@@ -195,7 +206,9 @@ SectionResult finish_section(SectionJob& job) {
 void write_header(ByteWriter& w, const Artifact& a, const std::vector<SectionResult>& sections,
                   const std::vector<TensorEntry>& entries, uint64_t header_bytes, uint64_t file_bytes) {
   w.bytes(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kMagic), 8));
-  w.u32(kFormatVersion);
+  uint32_t version = kMinReadVersion;  // the oldest version whose readers know every compressor used
+  for (const SectionResult& s : sections) version = std::max(version, min_format_version(s.report.compressor));
+  w.u32(version);
   w.u32(static_cast<uint32_t>(header_bytes));
   w.u64(file_bytes);
   w.u32(static_cast<uint32_t>(a.config_json.size()));

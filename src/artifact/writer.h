@@ -25,7 +25,7 @@ struct SectionChoice {
 };
 
 struct SolverOptions {
-  std::vector<Compressor> compressors{Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Zstd22};
+  std::vector<Compressor> compressors{Compressor::Brotli11, Compressor::Lzma9Extreme, Compressor::Zstd22, Compressor::Cm};
   std::vector<int> shuffle_strides{1, 2};  // 1 = no shuffle; 2 suits fp16, 4 suits f32
   std::vector<LayoutOrder> orders{LayoutOrder::Given, LayoutOrder::SizeDescending};
   std::vector<bool> transposed_codes{false, true};  // codes sections: also try column-major codes
