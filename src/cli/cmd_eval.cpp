@@ -16,6 +16,7 @@
 #include "data/file_util.h"
 #include "data/loader.h"
 #include "eval/audit.h"
+#include "eval/hash_embed.h"
 #include "eval/scorer.h"
 
 namespace pgolf::cli {
@@ -34,6 +35,7 @@ struct EvalArgs {
   std::string ngram_alpha = "entropy";
   eval::TapInOptions tapin;
   bool tapin_no_cross = false;
+  eval::HashEmbedOptions hash_embed;
   bool audit = false;
   int audit_samples = 8;
   int64_t audit_tokens = 0;
@@ -111,6 +113,11 @@ void run_eval(const EvalArgs& a) {
   }
   eval::check_ngram_options(opt.ngram);
   eval::check_tapin_options(opt.tapin);
+  if (a.hash_embed.enabled) {
+    PG_CHECK(opt.ttt.enabled, "pgolf eval --hash-embed: the table starts at zero and only chunk TTT trains it; add --ttt");
+    model = eval::with_hash_embedding(*model, a.hash_embed);
+    opt.ttt = eval::hash_embed_ttt(opt.ttt, a.hash_embed);
+  }
 
   nlohmann::json audit_json;
   double audit_s = 0;
@@ -154,10 +161,11 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.audit) phases["audit"] = audit_s;
 
-  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s on %s\n", eval::mode_name(opt.mode),
+  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s%s on %s\n", eval::mode_name(opt.mode),
               static_cast<long long>(opt.context), static_cast<long long>(opt.stride),
               opt.ttt.enabled ? ", score-first TTT" : "", opt.phased.enabled ? ", phased global TTT" : "",
               opt.ngram.enabled ? ", n-gram mixture" : "", opt.tapin.enabled ? ", Tap-In" : "",
+              a.hash_embed.enabled ? ", eval-time hash embedding" : "",
               std::string(device_name(dev)).c_str());
   if (opt.ngram.enabled || opt.tapin.enabled)
     std::printf("mixing: n-gram fired at %lld targets (%zu table entries), Tap-In hints at %lld targets\n",
@@ -205,6 +213,8 @@ void run_eval(const EvalArgs& a) {
                          {"lr", opt.phased.lr},                   {"chunk_tokens", opt.phased.chunk_tokens},
                          {"epochs", opt.phased.epochs},           {"momentum", opt.phased.momentum},
                          {"phase_ends", r.phase_ends},            {"steps", r.phased_steps}};
+    if (a.hash_embed.enabled)
+      j["hash_embed"] = {{"buckets", a.hash_embed.buckets}, {"lr_mult", a.hash_embed.lr_mult}};
     if (opt.ngram.enabled)
       j["ngram"] = {{"min_order", opt.ngram.min_order}, {"max_order", opt.ngram.max_order},
                     {"min_count", opt.ngram.min_count}, {"alpha", a.ngram_alpha},
@@ -257,6 +267,11 @@ void add_eval_command(CLI::App& app) {
       ->capture_default_str()->needs(phased);
   sub->add_option("--phased-ttt-momentum", a->phased.momentum, "Global SGD momentum")->capture_default_str()->needs(phased);
   sub->add_option("--phased-ttt-batch", a->phased.batch_seqs, "Global SGD rows per step")->capture_default_str()->needs(phased);
+  auto* hash = sub->add_flag("--hash-embed", a->hash_embed.enabled,
+                              "Eval-time hash embedding (zero table on the bigram hash) trained by --ttt");
+  sub->add_option("--hash-embed-buckets", a->hash_embed.buckets, "Hash table rows")->capture_default_str()->needs(hash);
+  sub->add_option("--hash-embed-lr-mult", a->hash_embed.lr_mult, "Table lr = this x --ttt-lr")
+      ->capture_default_str()->needs(hash);
   auto* ngram = sub->add_flag("--ngram", a->ngram.enabled,
                               "Mix a causal n-gram distribution (full, normalised, scored tokens only) into the model's");
   sub->add_option("--ngram-min-order", a->ngram.min_order, "Lowest n-gram order")->capture_default_str()->needs(ngram);

@@ -40,6 +40,17 @@ SgdAdapter::SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len
   PG_CHECK(opt_.momentum >= 0.f && opt_.momentum < 1.f, "ttt: momentum {} must be in [0, 1)", opt_.momentum);
   const Device dev = model_.device();
   for (const auto& p : model_.params().all()) momentum_.push_back(Tensor::zeros(p.value.shape(), DType::F32, dev));
+  lr_scale_.assign(momentum_.size(), 1.f);
+  for (const auto& [name, mult] : opt_.lr_mult) {
+    PG_CHECK(mult >= 0.f, "ttt: lr multiplier {} of {} must be >= 0", mult, name);
+    bool found = false;
+    for (size_t i = 0; i < momentum_.size(); ++i)
+      if (model_.params().all()[i].spec.name == name) {
+        lr_scale_[i] = mult;
+        found = true;
+      }
+    PG_CHECK(found, "ttt: no parameter named {} for its lr multiplier", name);
+  }
   loss_sum_ = Tensor::zeros(Shape{1}, DType::F32, dev);
   norm_sq_ = Tensor::zeros(Shape{1}, DType::F32, dev);
   ids_ = Tensor::empty(Shape{opt_.batch_seqs, seq_len_}, DType::I32, dev);
@@ -95,7 +106,8 @@ void SgdAdapter::step(float lr) {
   }
   for (size_t i = 0; i < ps.size(); ++i) {
     ops::axpby(clip_scale, ps[i].grad, opt_.momentum, momentum_[i]);  // buf = mu buf + g
-    ops::axpby(-lr, momentum_[i], 1.f, ps[i].value);                  // p -= lr buf
+    if (lr_scale_[i] == 0.f) continue;                                  // frozen
+    ops::axpby(-lr * lr_scale_[i], momentum_[i], 1.f, ps[i].value);    // p -= lr buf
   }
   model_.params().sync_compute();
   ++steps_;

@@ -3,6 +3,8 @@
 // parameter of the model, on target positions that have ALREADY been scored. The scorer
 // (scorer.h) decides when it runs; this file only knows how to take SGD steps on a token range.
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/arena.h"
@@ -20,6 +22,8 @@ struct TttOptions {
   float grad_clip = 1.0f;        // global L2 norm; <= 0 disables
   int64_t batch_seqs = 32;       // sequences per optimizer step
   int64_t seq_len = 0;           // training row length; 0 = the eval context
+  // Per-parameter lr multipliers by name (0 freezes a tensor); others get 1 (hash_embed.h uses this).
+  std::vector<std::pair<std::string, float>> lr_mult;
 };
 
 // The lr of chunk c of C (cosine from lr to 0; a single chunk gets lr).
@@ -77,6 +81,7 @@ class SgdAdapter {
   TttOptions opt_;
   int64_t seq_len_;
   std::vector<Tensor> momentum_;  // one f32 buffer per parameter
+  std::vector<float> lr_scale_;   // per parameter (TttOptions::lr_mult)
   Tensor loss_sum_, norm_sq_;     // (1) f32 on the model's device
   Tensor ids_, targets_;          // (batch_seqs, seq_len) i32 on the device
   std::vector<int32_t> host_ids_, host_targets_;
