@@ -66,6 +66,7 @@ GPT::GPT(const ModelConfig& cfg, Device dev) : GPT(cfg, dev, SpecsOnly{}) {
 ParamTable GPT::describe(const ModelConfig& cfg) { return GPT(cfg, Device::CPU, SpecsOnly{}).params_; }
 
 int GPT::num_skip_weights() const {
+  if (!cfg_.unet) return 0;  // a plain stack (seed #1672): no skips
   const int n = static_cast<int>(layer_schedule(cfg_, cfg_.has_loop()).size());
   return std::min(n / 2, n - n / 2);
 }
@@ -100,15 +101,26 @@ void GPT::build_params() {
     if (cfg_.skip_gates) skip_gates_ = control("skip_gates", Shape{num_skip_weights(), d}, InitKind::Zeros);
   }
   const std::vector<bool> xsa = parse_layer_set(cfg_.xsa_layers, cfg_.num_layers, "xsa_layers");  // §5.7
+  const std::vector<bool> gdn = parse_layer_set(cfg_.gdn_layers, cfg_.num_layers, "gdn_layers");  // §5.18
+  int first_attn = -1;  // §5.17 share_attention: the layer whose attention module the others run
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const std::string b = fmt::format("blocks.{}.", i);
     BlockParams bp{};
     bp.xsa = xsa[static_cast<size_t>(i)];
+    if (gdn[static_cast<size_t>(i)]) {  // a GatedDeltaNet token mixer instead of attention (gdn_layer.h)
+      bp.gdn = static_cast<int>(gdn_.size());
+      gdn_.push_back(add_gdn_params(params_, cfg_, i));
+    } else if (cfg_.share_attention && first_attn >= 0) {  // §5.17: the same module, own norms/scales/MLP
+      const BlockParams& s = blocks_[static_cast<size_t>(first_attn)];
+      bp.c_q = s.c_q, bp.c_k = s.c_k, bp.c_v = s.c_v, bp.attn_proj = s.attn_proj, bp.q_gain = s.q_gain;
+    } else {
+    if (first_attn < 0) first_attn = i;
     bp.c_q = matrix(b + "attn.c_q.weight", Shape{d, d}, QuantRole::AttnQ, InitKind::KaimingUniform);
     bp.c_k = matrix(b + "attn.c_k.weight", Shape{kv, d}, QuantRole::AttnK, InitKind::KaimingUniform);
     bp.c_v = matrix(b + "attn.c_v.weight", Shape{kv, d}, QuantRole::AttnV, InitKind::KaimingUniform);
     bp.attn_proj = matrix(b + "attn.proj.weight", Shape{d, d}, QuantRole::AttnO, InitKind::Zeros);
     bp.q_gain = control(b + "attn.q_gain", Shape{cfg_.num_heads}, InitKind::Constant, cfg_.qk_gain_init);
+    }
     bp.fc = matrix(b + "mlp.fc.weight", Shape{hidden, d}, QuantRole::MlpUp, InitKind::KaimingUniform);
     bp.mlp_proj = matrix(b + "mlp.proj.weight", Shape{d, hidden}, QuantRole::MlpDown, InitKind::Zeros);
     bp.attn_scale = control(b + "attn_scale", Shape{d}, InitKind::Ones);

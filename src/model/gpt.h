@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "core/tensor.h"
+#include "model/gdn_layer.h"
 #include "model/params.h"
 
 namespace pgolf::model {
@@ -55,6 +56,14 @@ struct ModelConfig {
   std::string ve_layers;             // §5.10: physical layers that add the value embedding ("9,10")
   int bigram_buckets = 0;            // §5.9 BigramHash: table rows N_b (0 = off)
   int bigram_dim = 128;              // §5.9: table width d_b (projected to d)
+  // GatedDeltaNet hybrid of seed #1672 (§5.17, §5.18; docs/GDN.md, src/model/gdn_layer.h).
+  std::string gdn_layers;            // physical layers whose token mixer is a GatedDeltaNet ("" none, "all", "0,1")
+  int gdn_conv_size = 4;             // §5.18 kernel of the short causal convolutions
+  int gdn_chunk = 64;                // §5.18 chunk C of the chunked (training) form
+  bool gdn_neg_eigval = true;        // §5.18 allow_neg_eigval: beta = 2 sigmoid(W_b x) (false: sigmoid)
+  bool share_attention = false;      // §5.17 every attention layer runs the first attention layer's module
+  int attn_window = 0;               // sliding attention window in tokens (0 = full causal; §5.17)
+  bool unet = true;                  // §4.2 U-Net skips (false: a plain stack, as seed #1672)
   float norm_eps = 1.1920929e-07f;   // torch.finfo(float32).eps, F.rms_norm's default for fp32
   DType act_dtype = DType::F32;      // activations between ops: F32 on CPU, BF16 on GPU
   int head_dim() const { return model_dim / num_heads; }
@@ -109,7 +118,7 @@ class GPT {
   std::vector<int> schedule() const { return layer_schedule(cfg_, looping_); }
 
   // U-Net split of the current virtual layer list (§4.2, §5.5).
-  int num_encoder_layers() const { return static_cast<int>(schedule().size()) / 2; }
+  int num_encoder_layers() const { return cfg_.unet ? static_cast<int>(schedule().size()) / 2 : 0; }
   int num_decoder_layers() const { return static_cast<int>(schedule().size()) - num_encoder_layers(); }
   // Skip vectors: enough for the longest (looped) list; the plain list uses the first ones.
   int num_skip_weights() const;
@@ -123,6 +132,7 @@ class GPT {
     // output gate (§5.14), VRL mix logit (§5.11) and value-embedding scale (§5.10).
     int index = 0;
     size_t attn_gate = 0, vrl = 0, ve_scale = 0;
+    int gdn = -1;  // index into gdn_ when this layer's token mixer is a GatedDeltaNet (§5.18)
   };
   struct SpecsOnly {};
   GPT(const ModelConfig& cfg, Device dev, SpecsOnly);
@@ -172,6 +182,7 @@ class GPT {
   ParamTable params_;
   size_t tok_emb_ = 0, skip_weights_ = 0, skip_gates_ = 0;
   std::vector<BlockParams> blocks_;
+  std::vector<GdnParams> gdn_;  // the GatedDeltaNet layers' parameters (BlockParams::gdn)
   Tensor head_expand_;  // (H, H*D) f32 0/1: broadcasts a per-head gain to channels
   Tensor ones_d_;       // (d) f32 ones
   Tensor row_expand_;   // (1, d) f32 ones: broadcasts a per-layer scalar to channels

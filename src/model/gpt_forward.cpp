@@ -29,7 +29,8 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
   x = smear_normed(tp, x, T);                                  // SmearGate v1 (§5.8), else identity
   const Var x0 = x;
   const std::vector<int> layers = schedule();  // virtual slot -> physical block
-  const int n_enc = static_cast<int>(layers.size()) / 2, n_dec = static_cast<int>(layers.size()) - n_enc;
+  const int n_enc = cfg_.unet ? static_cast<int>(layers.size()) / 2 : 0;  // no U-Net: every slot a "decoder"
+  const int n_dec = static_cast<int>(layers.size()) - n_enc;
   std::vector<Var> skips;  // encoder outputs, consumed LIFO by the decoder
   skips.reserve(static_cast<size_t>(n_enc));
   for (int i = 0; i < n_enc; ++i) {
@@ -126,6 +127,8 @@ Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int6
 }
 
 Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T) {
+  if (bp.gdn >= 0)  // §5.18: a GatedDeltaNet token mixer (gdn_layer.cpp)
+    return gdn_mixer(tp, [this](size_t i) -> Param& { return p(i); }, gdn_[static_cast<size_t>(bp.gdn)], cfg_, n, B, T);
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim(), N = B * T;
   const int rot = cfg_.rope_dims > 0 ? cfg_.rope_dims : static_cast<int>(D);
   Var q = tp.linear(n, p(bp.c_q));  // (N, H*D)
@@ -135,6 +138,7 @@ Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int
   q = tp.qk_prep(tp.view(q, Shape{B, T, H, D}), &p(bp.q_gain), rot, cfg_.rope_base);
   k = tp.qk_prep(tp.view(k, Shape{B, T, Hkv, D}), nullptr, rot, cfg_.rope_base);
   ops::AttnParams ap;  // causal, scale 1/sqrt(D)
+  ap.window = cfg_.attn_window;  // 0 = full causal (§5.17)
   Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap, doc_start_);
   if (bp.xsa) y = tp.xsa(y, tp.view(v, Shape{B, T, Hkv, D}));  // §5.7
   y = out_gate(tp, bp, n, y);                                   // §5.14 (identity when off)

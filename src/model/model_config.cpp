@@ -108,6 +108,7 @@ void check_model_config(const ModelConfig& c) {
            "model: bigram_buckets {} must be 0 (off) or >= 2", c.bigram_buckets);
   if (c.bigram_buckets > 0)
     PG_CHECK(c.bigram_dim >= 1, "model: bigram_dim {} must be >= 1", c.bigram_dim);
+  check_gdn_config(c);  // GatedDeltaNet hybrid keys (gdn_layer.cpp)
   if (c.doc_isolated || c.smear_gate == "v2")
     PG_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size, "model: bos_id {} is outside the vocabulary 0..{}", c.bos_id,
              c.vocab_size - 1);

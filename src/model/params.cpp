@@ -2,6 +2,7 @@
 
 #include <lapacke.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/rng.h"
@@ -42,6 +43,24 @@ void init_orthogonal(const Param& p, uint64_t seed, uint64_t offset) {
       size_t dst = transposed ? static_cast<size_t>(j * cols + i) : static_cast<size_t>(i * cols + j);
       out[dst] = static_cast<float>(q);
     }
+  p.value.copy_from(Tensor::from_vector(out, p.value.shape(), p.value.device()));
+}
+
+// GatedDeltaNet gate parameters (§5.18), drawn on the host in double and copied to the device:
+// A_log = log U(0, init_value) (u kept >= 1e-4 init_value, no log 0); dt_bias = dt + log(-expm1(-dt)) =
+// softplus^-1(dt), dt = exp(U(log 1e-3, log 1e-1)) floored at 1e-4 (the FLA initialisation).
+void init_gdn_gate_param(const Param& p, uint64_t seed, uint64_t offset) {
+  std::vector<float> out(static_cast<size_t>(p.value.numel()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double u = rng::uniform(seed, offset + i, 0.f, 1.f);
+    if (p.spec.init == InitKind::LogUniform) {
+      PG_CHECK(p.spec.init_value > 0.f, "init {}: log-uniform bound {} must be > 0", p.spec.name, p.spec.init_value);
+      out[i] = static_cast<float>(std::log(std::max(u, 1e-4) * p.spec.init_value));
+    } else {
+      const double dt = std::max(std::exp(std::log(1e-3) + u * (std::log(1e-1) - std::log(1e-3))), 1e-4);
+      out[i] = static_cast<float>(dt + std::log(-std::expm1(-dt)));
+    }
+  }
   p.value.copy_from(Tensor::from_vector(out, p.value.shape(), p.value.device()));
 }
 
@@ -122,6 +141,8 @@ void ParamTable::init(uint64_t seed) {
         p.value.zero_();
         ops::fill(p.value.slice(0, 1), 1.f);
         break;
+      case InitKind::LogUniform:
+      case InitKind::InvSoftplusLogUniformDt: init_gdn_gate_param(p, seed, off); break;
     }
   }
   sync_compute();

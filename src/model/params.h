@@ -13,7 +13,11 @@ enum class OptGroup : uint8_t { Muon, AdamEmbed, AdamScalar };
 // What the quantizer should do with a tensor (issue "Quantization"): role decides bits and clip.
 enum class QuantRole : uint8_t { Embed, AttnQ, AttnK, AttnV, AttnO, MlpUp, MlpDown, Gate, Passthrough };
 // FirstRowOnes: row 0 is 1, the other rows 0 (resid_mix = [m0 = 1, m1 = 0]).
-enum class InitKind : uint8_t { Zeros, Ones, Constant, Normal, KaimingUniform, Orthogonal, FirstRowOnes };
+// LogUniform: log(u), u ~ U(0, init_value) (GatedDeltaNet A_log, §5.18). InvSoftplusLogUniformDt: softplus^-1(dt),
+// dt log-uniform in [1e-3, 1e-1] (GatedDeltaNet dt_bias, §5.18). Both drawn on the host from Philox.
+enum class InitKind : uint8_t {
+  Zeros, Ones, Constant, Normal, KaimingUniform, Orthogonal, FirstRowOnes, LogUniform, InvSoftplusLogUniformDt
+};
 
 struct ParamSpec {
   std::string name;       // reference module's tensor name, e.g. "blocks.0.attn.c_q.weight"

@@ -27,6 +27,7 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/arena.h"
@@ -120,6 +121,20 @@ class Tape {
   // (1 - sigmoid(a)) x + sigmoid(a) y with a (1) parameter element (value residual, §5.11); out in
   // the activation dtype.
   Var sigmoid_lerp(const ChanParam& a, const Var& x, const Var& y);
+  // --- GatedDeltaNet ops (tape_gdn.cpp; TECHNIQUES.md §5.18, ops/gdn.h, docs/GDN.md) ---
+  // x (B, T, C) -> (B, T, C): causal depthwise convolution with the (C, K) f32 weight w, then SiLU when
+  // silu; w's gradient accumulates into w.grad.
+  Var short_conv(const Var& x, Param& w, bool silu);
+  // x (B, T, H, D) -> scale * x / sqrt(sum_D x^2 + 1e-6) per head (the L2 normalisation of q and k).
+  Var l2norm_heads(const Var& x, float scale);
+  // a, bb (B, T, H) -> (g, beta), (B, T, H) f32 each: g = -exp(A_log) softplus(a + dt_bias), beta =
+  // beta_scale sigmoid(bb); A_log, dt_bias (H) f32 parameters (gradients accumulate).
+  std::pair<Var, Var> gdn_gates(const Var& a, const Var& bb, Param& A_log, Param& dt_bias, float beta_scale);
+  // The gated delta rule, chunked form: q, k (B, T, H, Dk), v (B, T, H, Dv), g, beta (B, T, H) f32 ->
+  // o (B, T, H, Dv); the chunk-start states are saved for the backward (zero initial state per row).
+  Var gdn_chunk(const Var& q, const Var& k, const Var& v, const Var& g, const Var& beta, int chunk);
+  // y, z (same numel) -> y * SiLU(z), in the activation dtype (the GDN output gate).
+  Var silu_gate(const Var& y, const Var& z);
 
   // Terminal op: losses (N) f32 receive the per-token CE of the soft-capped logits (N, V); when
   // recording, d(grad_scale * sum(losses))/dlogits is computed in the same pass and seeds backward().

@@ -114,6 +114,13 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.ve_layers, "ve_layers"));
     f.push_back(PG_FIELD("model", model.bigram_buckets, "bigram_buckets"));
     f.push_back(PG_FIELD("model", model.bigram_dim, "bigram_dim"));
+    f.push_back(PG_FIELD("model", model.gdn_layers, "gdn_layers"));
+    f.push_back(PG_FIELD("model", model.gdn_conv_size, "gdn_conv_size"));
+    f.push_back(PG_FIELD("model", model.gdn_chunk, "gdn_chunk"));
+    f.push_back(PG_FIELD("model", model.gdn_neg_eigval, "gdn_neg_eigval"));
+    f.push_back(PG_FIELD("model", model.share_attention, "share_attention"));
+    f.push_back(PG_FIELD("model", model.attn_window, "attn_window"));
+    f.push_back(PG_FIELD("model", model.unet, "unet"));
     f.push_back(PG_FIELD("model", model_compute_dtype, "compute_dtype"));
     // [train]
     f.push_back(PG_FIELD("train", train.seed, "seed"));

@@ -39,7 +39,7 @@ TEST(Presets, EveryConfigLoadsAndValidates) {
 }
 
 TEST(Presets, RecordPresetsCommentEverySettingWithItsSection) {
-  for (const char* name : {"pr1072", "pr1555", "pr1658", "pr915", "rec-2026-04-09", "top-2026-04-27"}) {
+  for (const char* name : {"pr1072", "pr1555", "pr1658", "pr1672", "pr915", "rec-2026-04-09", "top-2026-04-27"}) {
     const std::string path = std::string(PGOLF_SOURCE_DIR) + "/configs/" + name + ".toml";
     ASSERT_TRUE(fs::exists(path)) << path;
     std::ifstream in(path);
