@@ -164,14 +164,19 @@ class Decoder {
 // Models.
 
 constexpr int kCounterLimit = 1023;  // bit models: adaptation rate 1/(n + 1.5), at most 1/1024.5
-constexpr int kMixerLr = 3;          // mixer: Δw = x · err · 3 / 2^13 (16.16 weights, 8.8 logits)
-constexpr int kMixerShift = 13;
+constexpr int kMixerLr = 1;          // mixer: Δw = x · err / 2^15 (16.16 weights, 8.8 logits, 12-bit err)
+constexpr int kMixerShift = 15;
 
 // Mixer: per weight set, N weights in 16.16; output squash(Σ w·x); learns err · x.
 template <int N>
 class Mixer {
  public:
-  void init(size_t sets, int32_t w0) { w_.assign(sets * N, w0); }
+  // Every set starts at w0 for the first `models` inputs and 0 for the rest (the bias).
+  void init(size_t sets, int32_t w0, int models = N) {
+    w_.assign(sets * N, 0);
+    for (size_t s = 0; s < sets; ++s)
+      for (int i = 0; i < models; ++i) w_[s * N + static_cast<size_t>(i)] = w0;
+  }
   int mix(const int* x, size_t set) {
     x_ = x;
     w_cur_ = &w_[set * N];
@@ -182,7 +187,8 @@ class Mixer {
   }
   void update(int bit, int lr) {
     const int err = ((bit << 12) - p_) * lr;
-    for (int i = 0; i < N; ++i) w_cur_[i] += (x_[i] * err) >> kMixerShift;
+    // Rounded, not floored: a floor would drift every weight down by half a unit per update.
+    for (int i = 0; i < N; ++i) w_cur_[i] += (x_[i] * err + (1 << (kMixerShift - 1))) >> kMixerShift;
   }
 
  private:
@@ -198,7 +204,7 @@ class ByteModel {
   void init() {
     o0_.assign(256, kCounterInit);
     o1_.assign(256 * 256, kCounterInit);
-    mixer_.init(8 * 256, 1 << 15);
+    mixer_.init(8 * 256, 1 << 15, 2);
   }
   template <class C>
   uint8_t code(C& ac, uint8_t byte) {
@@ -211,7 +217,7 @@ class ByteModel {
       const int bit = ac.code((byte >> b) & 1, p);
       counter_update(a, bit, 255);
       counter_update(c, bit, 255);
-      mixer_.update(bit, 6);
+      mixer_.update(bit, 4);
       partial = (partial << 1) | bit;
     }
     prev_ = static_cast<uint8_t>(partial & 255);
@@ -261,12 +267,12 @@ class CodeModel {
   explicit CodeModel(uint32_t features) : f_(features) { reset(); }
 
   void reset() {
-    t1_.assign(static_cast<size_t>(kNodes * kBuckets * kSmall), kCounterInit);
-    t2_.assign(static_cast<size_t>(kNodes * kBuckets * kSmall), kCounterInit);
-    t3_.assign(static_cast<size_t>(kNodes * kBuckets * kBuckets), kCounterInit);
+    t1_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kSmall), kCounterInit);
+    t2_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kSmall), kCounterInit);
+    t3_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kBuckets), kCounterInit);
     t4_.assign(static_cast<size_t>(kNodes * kSmall * kSmall * 4), kCounterInit);
     sign_.assign(9 * 4, kCounterInit);
-    mixer_.init(static_cast<size_t>(kNodes * 4), (1 << 16) / 3);
+    mixer_.init(static_cast<size_t>(kNodes * 4), (1 << 16) / (kInputs - 1), kInputs - 1);  // the average logit
     apm_.init(static_cast<size_t>(kNodes * kBuckets));
   }
 
@@ -294,9 +300,9 @@ class CodeModel {
         const int pm = (f_ & kCmPrev) ? std::min(std::abs(prev), kSmall - 1) : 0;
         const int am = (f_ & kCmPrev) ? std::min(std::abs(up), kSmall - 1) : 0;
         const int mclass = maxabs <= 15 ? 0 : maxabs <= 31 ? 1 : maxabs <= 63 ? 2 : 3;
-        const size_t b1 = static_cast<size_t>((cb * kSmall + pm) * kNodes);
-        const size_t b2 = static_cast<size_t>((rbf * kSmall + pm) * kNodes);
-        const size_t b3 = static_cast<size_t>((cb * kBuckets + rbs) * kNodes);
+        const size_t b1 = static_cast<size_t>(((mclass * kBuckets + cb) * kSmall + pm) * kNodes);
+        const size_t b2 = static_cast<size_t>(((mclass * kBuckets + rbf) * kSmall + pm) * kNodes);
+        const size_t b3 = static_cast<size_t>(((mclass * kBuckets + cb) * kBuckets + rbs) * kNodes);
         const size_t b4 = static_cast<size_t>(((mclass * kSmall + am) * kSmall + pm) * kNodes);
         const size_t apm_base = static_cast<size_t>(cb * kNodes);
         const int v = kEnc ? static_cast<int8_t>(row[c]) : 0;

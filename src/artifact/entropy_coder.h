@@ -34,7 +34,7 @@ enum CmFeature : uint32_t {
   kCmSignCtx = 1u << 5,  // signs of the previous code and of the code above as sign context
 };
 inline constexpr uint32_t kCmAllFeatures = 63;
-inline constexpr uint32_t kCmDefaultFeatures = kCmColumn | kCmRow | kCmPrev | kCmShare | kCmApm | kCmSignCtx;
+inline constexpr uint32_t kCmDefaultFeatures = kCmColumn | kCmRow | kCmPrev | kCmShare | kCmSignCtx;
 
 // Compresses `raw`; `matrices` must lie inside `raw`, not overlap, and be sorted by offset (checked).
 // An empty list codes everything with the byte model.
