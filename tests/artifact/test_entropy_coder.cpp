@@ -360,6 +360,7 @@ Measured measure(const Artifact& a) {
 }
 
 void print(const char* what, const Measured& m) {
+  if (m.plain_brotli == 0) std::printf("(plain brotli-11 skipped: PGOLF_CM_SKIP_BROTLI=1)\n");
   std::printf("%s: order-0 %.0f | plain brotli-11 %llu | cm artifact %llu (codes %llu -> %llu, %.3f bits/code) "
               "= %.2f%% under plain brotli-11, %.2f%% under order-0; write %.1f s (4 cm trials on 2 threads), "
               "read %.1f s\n",
