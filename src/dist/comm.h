@@ -31,6 +31,13 @@ class Communicator {
   virtual void all_reduce_sum(const Tensor& buf) = 0;
   // In place: buf = mean over ranks (sum, then one multiply by 1/world).
   void all_reduce_avg(const Tensor& buf);
+  // Starts buf = sum over ranks (in place) after the work queued so far on the current stream and returns at
+  // once; the result is there after wait_async(). Lets gradient reductions overlap the rest of the backward.
+  // The loopback reduces at once (same summation as all_reduce_sum, so results are identical bit for bit).
+  virtual void all_reduce_sum_async(const Tensor& buf) { all_reduce_sum(buf); }
+  // Waits until every reduction begun by all_reduce_sum_async is complete (errors and dead peers are reported
+  // here, within timeout_s()).
+  virtual void wait_async() {}
   // acc = ((acc + contrib_0) + contrib_1) + ... + contrib_{world-1}, rank 0's acc as the start (f32). On the loopback
   // this is exactly the order of adding the ranks' contributions one after the other into one accumulator.
   virtual void accumulate_sum(const Tensor& acc, const Tensor& contrib) = 0;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/cuda_check.h"
+#include "core/stream.h"
 #endif
 
 namespace pgolf::dist {
@@ -44,6 +45,7 @@ class NcclComm final : public Communicator {
   ~NcclComm() override {
     if (comm_) ncclCommDestroy(comm_);
     if (stream_) cudaStreamDestroy(stream_);
+    if (ready_) cudaEventDestroy(ready_);
   }
 
   void init(uint64_t config_hash) {
@@ -58,6 +60,7 @@ class NcclComm final : public Communicator {
              payload.size(), sizeof id);
     std::memcpy(&id, payload.data(), sizeof id);
     PG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "nccl comm stream");
+    PG_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "nccl comm event");
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;  // lets wait() poll and abort instead of hanging on a dead peer
     PG_NCCL_OK(ncclCommInitRankConfig(&comm_, info_.world, id, info_.rank, &cfg));
@@ -75,6 +78,20 @@ class NcclComm final : public Communicator {
     PG_NCCL_OK(ncclAllReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()), ncclFloat32, ncclSum, comm_,
                                 stream_));
     finish("all_reduce_sum");
+  }
+  void all_reduce_sum_async(const Tensor& buf) override {
+    check(buf, "all_reduce_sum_async", true);
+    // The comm stream waits on the compute stream's work so far (an event, no host wait).
+    PG_CUDA_CHECK(cudaEventRecord(ready_, static_cast<cudaStream_t>(current_stream())), "nccl async: event record");
+    PG_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), "nccl async: stream wait");
+    PG_NCCL_OK(ncclAllReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()), ncclFloat32, ncclSum, comm_,
+                                stream_));
+    async_pending_ = true;
+  }
+  void wait_async() override {
+    if (!async_pending_) return;
+    async_pending_ = false;
+    finish("all_reduce_sum_async");
   }
   void accumulate_sum(const Tensor& acc, const Tensor& contrib) override {
     check(acc, "accumulate_sum", true);
@@ -162,6 +179,8 @@ class NcclComm final : public Communicator {
   double timeout_s_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t ready_ = nullptr;  // the compute stream's point an asynchronous reduction starts after
+  bool async_pending_ = false;
 };
 
 }  // namespace

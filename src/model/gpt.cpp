@@ -148,12 +148,15 @@ void GPT::forward_backward(const Tensor& ids, const Tensor& targets, float grad_
   const int64_t N = ids.numel();
   Tape tp(arena, cfg_.act_dtype, cfg_.norm_eps, /*record_grads=*/true);
   std::vector<SkipGateMix> gates;
+  begin_grad_ready(!arena.measuring());
   Var logits = forward(tp, ids, &gates);
+  end_grad_ready_forward();
   Tensor losses = arena.alloc(Shape{N}, DType::F32, "token losses");
   tp.softcap_cross_entropy(logits, targets.view(Shape{N}), cfg_.logit_softcap, losses, grad_scale);
   if (!arena.measuring()) ops::sum(losses, loss_sum, /*accumulate=*/true);
   tp.backward();
   apply_skip_gate_grads(gates, arena);
+  if (grad_ready_ && !arena.measuring()) report_bucket(-1);  // everything the blocks' markers did not report
 }
 
 void GPT::forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena, const Tensor& losses) {

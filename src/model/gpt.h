@@ -4,6 +4,7 @@
 // quantizer (the model helper owns the implementation and may extend this header compatibly).
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,13 @@ class GPT {
   bool looping() const { return looping_; }
   std::vector<int> schedule() const { return layer_schedule(cfg_, looping_); }
 
+  // Data-parallel overlap (issue 10): while forward_backward runs, `fn(params)` is called with parameter indices
+  // whose gradients are final: the tensors of block l ("blocks.l.*") as soon as the backward is past the block's
+  // first use, the rest after the backward. A block whose tensors are read before the block starts (a
+  // cross-layer module) is reported with the rest. Every parameter is reported exactly once per call. Null = off.
+  using GradReadyFn = std::function<void(const std::vector<size_t>& params)>;
+  void set_grad_ready(GradReadyFn fn) { grad_ready_ = std::move(fn); }
+
   // U-Net split of the current virtual layer list (§4.2, §5.5).
   int num_encoder_layers() const { return cfg_.unet ? static_cast<int>(schedule().size()) / 2 : 0; }
   int num_decoder_layers() const { return static_cast<int>(schedule().size()) - num_encoder_layers(); }
@@ -148,7 +156,16 @@ class GPT {
   void apply_skip_gate_grads(const std::vector<SkipGateMix>& mixes, Arena& arena);
   // The scale 1/sqrt(l+1) of physical layer l applied to a normed block input (identity when off).
   Var ln_scaled(Tape& tp, const Var& n, int layer);
-  Param& p(size_t index) { return params_.all()[index]; }
+  Param& p(size_t index) {
+    if (track_uses_) note_use(index);
+    return params_.all()[index];
+  }
+  // Gradient-ready reporting (set_grad_ready): a backward marker at the first forward visit of block `layer`.
+  void mark_block(Tape& tp, int layer);
+  void note_use(size_t index);
+  void report_bucket(int bucket);  // bucket = layer, or -1 for everything not reported yet
+  void begin_grad_ready(bool active);  // before the forward of forward_backward (active: not measuring)
+  void end_grad_ready_forward();       // after it: uses are no longer tracked
   // The whole network up to the raw logits (B*T, V); written once for training and evaluation.
   // gates receives the skip-gate mixes whose gradients backward() must fold in.
   Var forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates);
@@ -190,6 +207,12 @@ class GPT {
   // 1/sqrt(l+1); the gradient they receive is scratch and never used.
   std::vector<Param> ln_scales_;
   bool looping_ = false;
+  GradReadyFn grad_ready_;
+  bool track_uses_ = false;
+  std::vector<int> bucket_of_;         // per parameter: its block, or -1
+  std::vector<char> bucket_marked_;    // per block: marker recorded in this forward
+  std::vector<char> bucket_unsafe_;    // per block: a tensor was used before the block's marker (sticky)
+  std::vector<char> param_reported_;   // per parameter, this call
   // Optional modules (0 = absent; index into params_).
   size_t smear_gate_ = 0, smear_w_ = 0, smear_lambda_ = 0, lane_resid_ = 0, lane_route_ = 0;
   Tensor half_;      // (1) f32 0.5, the constant weight of merge_lanes

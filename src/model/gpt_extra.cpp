@@ -47,6 +47,7 @@ Var GPT::smear_normed(Tape& tp, const Var& x, int64_t T) {
 }
 
 Var GPT::two_lane_block(Tape& tp, int layer, const Var& a, Var* m, const Var& x0, int64_t B, int64_t T) {
+  mark_block(tp, layer);
   const BlockParams& bp = blocks_[static_cast<size_t>(layer)];
   Param& mix = p(bp.resid_mix);
   Var a_in = tp.mix_channel(chan_row(mix, 0), a, chan_row(mix, 1), x0);  // attention reads A with the x0 mix

@@ -104,6 +104,7 @@ Var GPT::ln_scaled(Tape& tp, const Var& n, int layer) {
 }
 
 Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T) {
+  mark_block(tp, layer);
   const BlockParams& bp = blocks_[static_cast<size_t>(layer)];
   Param& mix = p(bp.resid_mix);
   Var x_in = tp.mix_channel(chan_row(mix, 0), x, chan_row(mix, 1), x0);  // (B*T, d)

@@ -102,14 +102,27 @@ int64_t ParamTable::count_elements() const {
 void ParamTable::allocate(Device dev, DType compute_dtype) {
   PG_CHECK(compute_dtype == DType::F32 || compute_dtype == DType::BF16,
            "parameter table: compute dtype must be f32 or bf16, got {}", dtype_name(compute_dtype));
-  for (Param& p : params_) {
+  grad_ranges_.clear();
+  int64_t flat_n = 0;
+  for (const Param& p : params_) {
+    const int64_t n = p.spec.shape.numel();
+    grad_ranges_.emplace_back(flat_n, flat_n + n);
+    flat_n += (n + kGradAlign - 1) / kGradAlign * kGradAlign;
+  }
+  grad_flat_ = Tensor::zeros(Shape{std::max<int64_t>(flat_n, 1)}, DType::F32, dev);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param& p = params_[i];
     p.value = Tensor::zeros(p.spec.shape, DType::F32, dev);
-    p.grad = Tensor::zeros(p.spec.shape, DType::F32, dev);
+    p.grad = grad_flat_.slice(grad_ranges_[i].first, grad_ranges_[i].second).view(p.spec.shape);
     p.compute = compute_dtype == DType::BF16 ? Tensor::zeros(p.spec.shape, DType::BF16, dev) : Tensor();
   }
 }
 
 void ParamTable::zero_grads() {
+  if (grad_flat_.defined()) {
+    grad_flat_.zero_();  // one memset: the grads are views into it
+    return;
+  }
   for (Param& p : params_)
     if (p.grad.defined()) p.grad.zero_();
 }

@@ -3,6 +3,7 @@
 // optimizer group, weight decay, quantizer role, init). Optimizers, checkpoints, safetensors,
 // quantization and the artifact all walk this table; nothing uses hard-coded indices.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -46,9 +47,15 @@ class ParamTable {
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
   int64_t count_elements() const;
-  // Allocate value/grad (and compute when `compute_dtype` is BF16) on `dev`.
+  // Allocate value/grad (and compute when `compute_dtype` is BF16) on `dev`. Every grad is a view into one
+  // flat f32 buffer (grad_flat), each starting at a multiple of kGradAlign elements in table order, so a
+  // collective can reduce any run of consecutive parameters in place (the gaps stay zero).
   void allocate(Device dev, DType compute_dtype);
   void zero_grads();
+  static constexpr int64_t kGradAlign = 64;  // 256 bytes: vector loads stay aligned in every grad view
+  const Tensor& grad_flat() const { return grad_flat_; }
+  // [begin, end) of parameter i's grad inside grad_flat (end - begin = numel).
+  std::pair<int64_t, int64_t> grad_range(size_t i) const { return grad_ranges_[i]; }
   // Refresh the bf16 compute copies from the f32 masters (after each optimizer step).
   void sync_compute();
   // Fill every value from its spec's InitKind (Philox: seed + a counter range per parameter index,
@@ -57,6 +64,8 @@ class ParamTable {
 
  private:
   std::vector<Param> params_;
+  Tensor grad_flat_;
+  std::vector<std::pair<int64_t, int64_t>> grad_ranges_;
 };
 
 }  // namespace pgolf::model

@@ -219,6 +219,14 @@ void Tape::record(std::function<void()> fn, std::initializer_list<int> reads) {
   unrecorded_outputs_.clear();
 }
 
+void Tape::on_backward(std::function<void()> fn) {
+  if (!record_) return;
+  steps_.push_back(Step{[this, f = std::move(fn)] {
+                          if (!measuring()) f();
+                        },
+                        {}, {}, prof::enabled() ? std::string("grad_ready") : std::string()});
+}
+
 void Tape::backward() {
   PG_CHECK(record_, "Tape::backward on a forward-only tape");
   // Values no closure reads are dead now; the others die after their last reader (the first

@@ -143,6 +143,10 @@ class Tape {
 
   // Runs every recorded closure in reverse order, freeing what is dead along the way (see top).
   void backward();
+  // Runs `fn` during backward() once every closure recorded after this call has run (so the gradients
+  // of whatever the model uses only from here on are final). Not run in measuring mode or on a forward-only
+  // tape. Takes no values and no gradients, so the memory plan is unchanged.
+  void on_backward(std::function<void()> fn);
 
   // The model will read v no more in forward (a later op taking v fails with a clear error). If no
   // recorded closure reads v, its buffer is freed now; otherwise it dies with its last reader.

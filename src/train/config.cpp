@@ -146,6 +146,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("train", train.peak_flops, "peak_flops"));
     f.push_back(PG_FIELD("train", train.int8_roundtrip, "int8_roundtrip"));
     f.push_back(PG_FIELD("train", train.cuda_graph, "cuda_graph"));
+    f.push_back(PG_FIELD("train", train.overlap_grad_reduce, "overlap_grad_reduce"));
     // [optim]
     f.push_back(PG_FIELD("optim", optim.matrix_lr, "matrix_lr"));
     f.push_back(PG_FIELD("optim", optim.scalar_lr, "scalar_lr"));

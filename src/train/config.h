@@ -34,6 +34,7 @@ struct TrainSection {
   double peak_flops = 989e12;           // MFU denominator: H100 SXM bf16 dense
   bool int8_roundtrip = true;           // final int8+zlib export and its val_bpb (§4.5)
   bool cuda_graph = true;               // replay whole steps from CUDA graphs (one GPU, no profiling)
+  bool overlap_grad_reduce = true;      // data parallel: reduce each block's gradients while the backward goes on
 };
 
 struct OptimSection {

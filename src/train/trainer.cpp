@@ -220,7 +220,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
 
   // Every gradient plus the loss sum in one flat f32 buffer: one collective per reduction.
   const int64_t flat_n = n_params + 1;
-  Tensor flat = (comm || opt.exact_accumulation) ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
+  const bool overlap_reduce = comm && !opt.exact_accumulation && cfg.train.overlap_grad_reduce;
+  Tensor flat = ((comm && !overlap_reduce) || opt.exact_accumulation) ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
   Tensor flat_acc = opt.exact_accumulation ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
   auto pack = [&](const Tensor& dst) {
     int64_t o = 0;
@@ -237,6 +238,22 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
       o += p.grad.numel();
     }
     loss_sum.copy_from(src.slice(o, o + 1));
+  };
+
+  // Overlapped reduction (see the micro-step loop): runs of consecutive parameters are contiguous in the table's
+  // flat gradient buffer (params.h), so each run is one in-place collective.
+  const model::ParamTable& table = gpt.params();
+  auto reduce_ready = [&](const std::vector<size_t>& ready) {
+    const Tensor& gflat = table.grad_flat();
+    const size_t n = table.all().size();
+    for (size_t i = 0; i < ready.size();) {
+      size_t j = i;
+      while (j + 1 < ready.size() && ready[j + 1] == ready[j] + 1) ++j;
+      const int64_t begin = table.grad_range(ready[i]).first;
+      const int64_t end = ready[j] + 1 < n ? table.grad_range(ready[j] + 1).first : gflat.numel();
+      if (end > begin) comm->all_reduce_sum_async(gflat.slice(begin, end));
+      i = j + 1;
+    }
   };
 
   quant::QatConfig qat;
@@ -284,9 +301,18 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
         gpt.params().zero_grads();
         loss_sum.zero_();
       }
+      // Data parallel: the last micro-step's backward hands each block's finished gradients to the
+      // communicator while it works on the blocks below (train.overlap_grad_reduce).
+      const bool overlap = overlap_reduce && m == accum - 1;
+      if (overlap) gpt.set_grad_ready(reduce_ready);
       {
         const prof::Scope timer("step:forward_backward");
         gpt.forward_backward(ids, targets, grad_scale, arena, loss_sum);
+      }
+      if (overlap) {
+        gpt.set_grad_ready(nullptr);
+        comm->all_reduce_sum(loss_sum);
+        comm->wait_async();
       }
       if (opt.exact_accumulation) {
         pack(flat);
@@ -298,7 +324,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     }
     if (opt.exact_accumulation) {
       unpack(flat_acc);
-    } else if (comm) {
+    } else if (comm && !overlap_reduce) {
       pack(flat);
       comm->all_reduce_sum(flat);
       unpack(flat);

@@ -39,3 +39,19 @@ TEST(DistDataParallel, LoopbackWorldsMatchGradAccumulationWithinRounding) {
   EXPECT_TRUE(fs::exists(d.dir + "/plain2/train.log"));
   EXPECT_TRUE(fs::exists(d.dir + "/plain2/checkpoint.bin"));
 }
+
+// train.overlap_grad_reduce (the default) reduces each block's gradients during the last micro-step's backward;
+// the sums are the same as one reduction after it, so on the loopback the runs agree bit for bit.
+TEST(DistDataParallel, OverlappedReductionEqualsOneReductionAfterTheBackward) {
+  TinyData d("overlap");
+  for (int world : {2, 3}) {
+    train::Config on = d.cfg, off = d.cfg;
+    on.train.overlap_grad_reduce = true;
+    off.train.overlap_grad_reduce = false;
+    const test::TinyRun a = d.run(world, false, fmt::format("on{}", world), on);
+    const test::TinyRun b = d.run(world, false, fmt::format("off{}", world), off);
+    ASSERT_EQ(a.losses.size(), 4u);
+    EXPECT_EQ(a.losses, b.losses) << "world " << world;
+    EXPECT_EQ(a.result.val_loss, b.result.val_loss) << "world " << world;
+  }
+}
