@@ -175,7 +175,14 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   attn::flash_bwd_prep_kernel<<<blocks_for_rows(static_cast<int64_t>(rows), 8), 256, 0, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash prep kernel)");
   dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
-  attn::flash_bwd_kernel<<<grid, 128, 0, stream()>>>(a);
+  static const bool smem_opt_in = [] {  // > 48 KiB of dynamic shared memory needs an explicit opt-in
+    PG_CUDA_CHECK(cudaFuncSetAttribute(attn::flash_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       attn::kBwdSmemBytes),
+                  "attention backward: shared memory opt-in");
+    return true;
+  }();
+  (void)smem_opt_in;
+  attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash kernel)");
   const int64_t n4 = static_cast<int64_t>(rows) * attn::kTile / 4;
   const unsigned conv_blocks = static_cast<unsigned>(std::min<int64_t>((n4 + 255) / 256, 132 * 16));

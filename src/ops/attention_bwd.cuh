@@ -51,14 +51,30 @@ __global__ void flash_bwd_prep_kernel(BwdArgs a) {
   }
 }
 
+// Dynamic shared memory of flash_bwd_kernel: K, V, two buffers of Q and dO (the next query block is loaded
+// while this one is computed), dS^T, and two buffers of the query rows' lse and Dsum.
+constexpr int kBwdSmemBytes = (2 + 2 * 2 + 1) * kTile * kTile * 2 + 2 * 2 * kTile * 4;
+
+// Loads 64 floats row[0..valid) into smem (zeros past valid): cp.async when 16-byte aligned, else plain loads.
+__device__ __forceinline__ void load_row64_async(float* smem, const float* row, int valid, int lane16, bool aligned) {
+  if (aligned) {
+    const int bytes = max(0, min(16, (valid - 4 * lane16) * 4));
+    cp_async16(smem_addr(smem + 4 * lane16), bytes > 0 ? row + 4 * lane16 : row, bytes);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) smem[4 * lane16 + e] = 4 * lane16 + e < valid ? row[4 * lane16 + e] : 0.f;
+  }
+}
+
 __global__ void __launch_bounds__(128) flash_bwd_kernel(BwdArgs a) {
-  __shared__ __align__(128) uint16_t sK[kTile * kTile];
-  __shared__ __align__(128) uint16_t sV[kTile * kTile];
-  __shared__ __align__(128) uint16_t sQ[kTile * kTile];
-  __shared__ __align__(128) uint16_t sdO[kTile * kTile];
-  __shared__ __align__(128) uint16_t sdS[kTile * kTile];  // dS^T: rows = keys, cols = queries
-  __shared__ float s_lse2[kTile];                         // lse * log2 e of the query block's rows
-  __shared__ float s_dsum[kTile];
+  extern __shared__ __align__(128) unsigned char bwd_smem[];
+  uint16_t* sK = reinterpret_cast<uint16_t*>(bwd_smem);
+  uint16_t* sV = sK + kTile * kTile;
+  uint16_t* sQbuf = sV + kTile * kTile;         // [2][64 x 64]
+  uint16_t* sdObuf = sQbuf + 2 * kTile * kTile;  // [2][64 x 64]
+  uint16_t* sdS = sdObuf + 2 * kTile * kTile;    // dS^T: rows = keys, cols = queries
+  float* s_lse_buf = reinterpret_cast<float*>(sdS + kTile * kTile);  // [2][64] raw lse of the block's rows
+  float* s_dsum_buf = s_lse_buf + 2 * kTile;                          // [2][64]
   __shared__ int s_lo[kTile], s_hi[kTile];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -89,166 +105,175 @@ __global__ void __launch_bounds__(128) flash_bwd_kernel(BwdArgs a) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
 
-  // Query blocks that can see keys k0..k_last: from the causal diagonal to the end of the window.
+  // Query blocks that can see keys k0..k_last: from the causal diagonal to the end of the window; the
+  // iterations run over (query head of the group, query block), the next one's tiles loading meanwhile.
   const int qb_begin = a.causal || a.window > 0 ? k0 / kTile : 0;
   int q_end = T - 1;
   if (a.window > 0) q_end = min(q_end, k_last + a.window - 1);
-  const int qb_end = q_end / kTile;
+  const int n_qb = q_end / kTile - qb_begin + 1, n_it = group * n_qb;
   const int key_row0 = k0 + warp * 16 + g, key_row1 = key_row0 + 8;  // this lane's two key rows
+  const bool rows_aligned = (T & 3) == 0;
 
-  for (int hq = hk * group; hq < (hk + 1) * group; ++hq) {
-    const uint16_t* q_head = a.q + (static_cast<int64_t>(b) * T * a.Hq + hq) * kTile;
-    const uint16_t* do_head = a.dout + (static_cast<int64_t>(b) * T * a.Hq + hq) * kTile;
-    const float* lse_row = a.lse + (static_cast<int64_t>(b) * a.Hq + hq) * T;
-    const float* dsum_row = a.dsum + (static_cast<int64_t>(b) * a.Hq + hq) * T;
-    for (int qb = qb_begin; qb <= qb_end; ++qb) {
-      const int q0 = qb * kTile;
-      bool any = false, full = true;
-      if (tid < kTile) {
-        RowRange r = row_range(q0 + tid, T, a.causal, a.window, doc_b);
-        s_lo[tid] = r.lo, s_hi[tid] = r.hi;
-        any = max(r.lo, k0) <= min(r.hi, k_last);
-        full = r.lo <= k0 && r.hi >= k0 + kTile - 1;
-        float l = q0 + tid < T ? lse_row[q0 + tid] : 0.f;
-        s_lse2[tid] = l * kLog2e;
-        s_dsum[tid] = q0 + tid < T ? dsum_row[q0 + tid] : 0.f;
-      }
-      if (!__syncthreads_or(any)) continue;  // no query of this block sees these keys
-      const bool need_mask = !__syncthreads_and(full);
-      load_tile_async<128>(sQ, q_head + q0 * q_stride, q_stride, T - q0, tid);
-      load_tile_async<128>(sdO, do_head + q0 * q_stride, q_stride, T - q0, tid);
-      cp_async_commit();
-      cp_async_wait<0>();
-      __syncthreads();
+  auto issue = [&](int it, int buf) {
+    const int hq = hk * group + it / n_qb, q0 = (qb_begin + it % n_qb) * kTile;
+    const int64_t head_off = (static_cast<int64_t>(b) * T * a.Hq + hq) * kTile + q0 * q_stride;
+    load_tile_async<128>(sQbuf + buf * kTile * kTile, a.q + head_off, q_stride, T - q0, tid);
+    load_tile_async<128>(sdObuf + buf * kTile * kTile, a.dout + head_off, q_stride, T - q0, tid);
+    const int64_t row_off = (static_cast<int64_t>(b) * a.Hq + hq) * T + q0;
+    if (tid < 16)
+      load_row64_async(s_lse_buf + buf * kTile, a.lse + row_off, T - q0, tid, rows_aligned);
+    else if (tid < 32)
+      load_row64_async(s_dsum_buf + buf * kTile, a.dsum + row_off, T - q0, tid - 16, rows_aligned);
+  };
+  issue(0, 0);
+  cp_async_commit();
 
-      // S^T = K Q^T (16 keys x 64 queries per warp), then P^T in place (fp32).
-      float p[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) p[j][0] = p[j][1] = p[j][2] = p[j][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t r[4];
-          int row = np * 16 + (lane & 7) + (lane >> 4) * 8, col = kk * 16 + ((lane >> 3) & 1) * 8;
-          ldmatrix_x4(r, smem_addr(sQ + swz(row, col)));
-          mma_bf16(p[2 * np], kf[kk], r[0], r[1]);
-          mma_bf16(p[2 * np + 1], kf[kk], r[2], r[3]);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int qc = j * 8 + 2 * qd + e;  // query column within the block
-          const float l2 = s_lse2[qc];
-          float v0 = fast_exp2(fmaf(p[j][e], a.scale_log2, -l2));
-          float v1 = fast_exp2(fmaf(p[j][2 + e], a.scale_log2, -l2));
-          if (need_mask) {
-            const int lo = s_lo[qc], hi = s_hi[qc];
-            if (key_row0 < lo || key_row0 > hi) v0 = 0.f;
-            if (key_row1 < lo || key_row1 > hi) v1 = 0.f;
-          }
-          p[j][e] = v0, p[j][2 + e] = v1;
-        }
-      }
-
-      // dV += P^T dO (k over queries) ; dP^T = V dO^T.
-      float dp[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t pa[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
-                          pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-#pragma unroll
-        for (int dpair = 0; dpair < 4; ++dpair) {
-          uint32_t r[4];
-          int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
-          ldmatrix_x4_trans(r, smem_addr(sdO + swz(row, col)));
-          mma_bf16(dv[2 * dpair], pa, r[0], r[1]);
-          mma_bf16(dv[2 * dpair + 1], pa, r[2], r[3]);
-        }
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t r[4];
-          int row = np * 16 + (lane & 7) + (lane >> 4) * 8, col = kk * 16 + ((lane >> 3) & 1) * 8;
-          ldmatrix_x4(r, smem_addr(sdO + swz(row, col)));
-          mma_bf16(dp[2 * np], vf[kk], r[0], r[1]);
-          mma_bf16(dp[2 * np + 1], vf[kk], r[2], r[3]);
-        }
-      }
-
-      // dS^T = P^T (dP^T - Dsum); masked entries have P = 0 so dS = 0 there too.
-      uint32_t ds[4][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float dsm = s_dsum[j * 8 + 2 * qd + e];
-          p[j][e] *= dp[j][e] - dsm;
-          p[j][2 + e] *= dp[j][2 + e] - dsm;
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        ds[kk][0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
-        ds[kk][1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
-        ds[kk][2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-        ds[kk][3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
-        // Stash dS^T for the dQ product: rows = keys (warp*16 + g, +8), cols = queries 16kk + 2qd (+8).
-        const int r0 = warp * 16 + g, c0 = kk * 16 + 2 * qd;
-        *reinterpret_cast<uint32_t*>(sdS + swz(r0, c0)) = ds[kk][0];
-        *reinterpret_cast<uint32_t*>(sdS + swz(r0 + 8, c0)) = ds[kk][1];
-        *reinterpret_cast<uint32_t*>(sdS + swz(r0, c0 + 8)) = ds[kk][2];
-        *reinterpret_cast<uint32_t*>(sdS + swz(r0 + 8, c0 + 8)) = ds[kk][3];
-      }
-      // dK += dS^T Q (k over queries).
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int dpair = 0; dpair < 4; ++dpair) {
-          uint32_t r[4];
-          int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
-          ldmatrix_x4_trans(r, smem_addr(sQ + swz(row, col)));
-          mma_bf16(dk[2 * dpair], ds[kk], r[0], r[1]);
-          mma_bf16(dk[2 * dpair + 1], ds[kk], r[2], r[3]);
-        }
-      }
-      __syncthreads();  // sdS complete
-
-      // dQ (queries 16w..16w+15 of the block, 64 d) = dS K, k over the block's 64 keys.
-      float dqa[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) dqa[j][0] = dqa[j][1] = dqa[j][2] = dqa[j][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        // A = dS (query rows, key cols) read transposed from sdS: matrices (keys 16kk+0..7, queries
-        // 16w+0..7) (keys +0, queries +8) (keys +8, queries +0) (keys +8, queries +8) = a0..a3.
-        uint32_t af[4];
-        {
-          int key = kk * 16 + (lane & 7) + (lane >> 4) * 8, qcol = warp * 16 + ((lane >> 3) & 1) * 8;
-          ldmatrix_x4_trans(af, smem_addr(sdS + swz(key, qcol)));
-        }
-#pragma unroll
-        for (int dpair = 0; dpair < 4; ++dpair) {
-          uint32_t r[4];
-          int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
-          ldmatrix_x4_trans(r, smem_addr(sK + swz(row, col)));
-          mma_bf16(dqa[2 * dpair], af, r[0], r[1]);
-          mma_bf16(dqa[2 * dpair + 1], af, r[2], r[3]);
-        }
-      }
-      const int qr0 = q0 + warp * 16 + g, qr1 = qr0 + 8;
-      float* dq0 = a.dq_acc + ((static_cast<int64_t>(b) * T + qr0) * a.Hq + hq) * kTile;
-      float* dq1 = a.dq_acc + ((static_cast<int64_t>(b) * T + qr1) * a.Hq + hq) * kTile;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (qr0 < T) atomicAdd(reinterpret_cast<float2*>(dq0 + j * 8 + 2 * qd), make_float2(dqa[j][0], dqa[j][1]));
-        if (qr1 < T) atomicAdd(reinterpret_cast<float2*>(dq1 + j * 8 + 2 * qd), make_float2(dqa[j][2], dqa[j][3]));
-      }
-      __syncthreads();  // sQ, sdO, sdS and the row tables are rewritten by the next query block
+  for (int it = 0; it < n_it; ++it) {
+    const int buf = it & 1;
+    if (it + 1 < n_it) issue(it + 1, buf ^ 1);
+    cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
+    const int hq = hk * group + it / n_qb, q0 = (qb_begin + it % n_qb) * kTile;
+    uint16_t* sQ = sQbuf + buf * kTile * kTile;
+    uint16_t* sdO = sdObuf + buf * kTile * kTile;
+    const float* s_lse = s_lse_buf + buf * kTile;
+    const float* s_dsum = s_dsum_buf + buf * kTile;
+    bool any = false, full = true;
+    if (tid < kTile) {
+      RowRange r = row_range(q0 + tid, T, a.causal, a.window, doc_b);
+      s_lo[tid] = r.lo, s_hi[tid] = r.hi;
+      any = max(r.lo, k0) <= min(r.hi, k_last);
+      full = r.lo <= k0 && r.hi >= k0 + kTile - 1;
     }
+    cp_async_wait<1>();                    // this iteration's tiles (the next one's may still be in flight)
+    if (!__syncthreads_or(any)) continue;  // no query of this block sees these keys
+    const bool need_mask = !__syncthreads_and(full);
+    // S^T = K Q^T (16 keys x 64 queries per warp), then P^T in place (fp32).
+    float p[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) p[j][0] = p[j][1] = p[j][2] = p[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t r[4];
+        int row = np * 16 + (lane & 7) + (lane >> 4) * 8, col = kk * 16 + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(r, smem_addr(sQ + swz(row, col)));
+        mma_bf16(p[2 * np], kf[kk], r[0], r[1]);
+        mma_bf16(p[2 * np + 1], kf[kk], r[2], r[3]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int qc = j * 8 + 2 * qd + e;  // query column within the block
+        const float l2 = s_lse[qc] * kLog2e;
+        float v0 = fast_exp2(fmaf(p[j][e], a.scale_log2, -l2));
+        float v1 = fast_exp2(fmaf(p[j][2 + e], a.scale_log2, -l2));
+        if (need_mask) {
+          const int lo = s_lo[qc], hi = s_hi[qc];
+          if (key_row0 < lo || key_row0 > hi) v0 = 0.f;
+          if (key_row1 < lo || key_row1 > hi) v1 = 0.f;
+        }
+        p[j][e] = v0, p[j][2 + e] = v1;
+      }
+    }
+
+    // dV += P^T dO (k over queries) ; dP^T = V dO^T.
+    float dp[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t pa[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                        pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+      for (int dpair = 0; dpair < 4; ++dpair) {
+        uint32_t r[4];
+        int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
+        ldmatrix_x4_trans(r, smem_addr(sdO + swz(row, col)));
+        mma_bf16(dv[2 * dpair], pa, r[0], r[1]);
+        mma_bf16(dv[2 * dpair + 1], pa, r[2], r[3]);
+      }
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t r[4];
+        int row = np * 16 + (lane & 7) + (lane >> 4) * 8, col = kk * 16 + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(r, smem_addr(sdO + swz(row, col)));
+        mma_bf16(dp[2 * np], vf[kk], r[0], r[1]);
+        mma_bf16(dp[2 * np + 1], vf[kk], r[2], r[3]);
+      }
+    }
+
+    // dS^T = P^T (dP^T - Dsum); masked entries have P = 0 so dS = 0 there too.
+    uint32_t ds[4][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float dsm = s_dsum[j * 8 + 2 * qd + e];
+        p[j][e] *= dp[j][e] - dsm;
+        p[j][2 + e] *= dp[j][2 + e] - dsm;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      ds[kk][0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+      ds[kk][1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+      ds[kk][2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+      ds[kk][3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+      // Stash dS^T for the dQ product: rows = keys (warp*16 + g, +8), cols = queries 16kk + 2qd (+8).
+      const int r0 = warp * 16 + g, c0 = kk * 16 + 2 * qd;
+      *reinterpret_cast<uint32_t*>(sdS + swz(r0, c0)) = ds[kk][0];
+      *reinterpret_cast<uint32_t*>(sdS + swz(r0 + 8, c0)) = ds[kk][1];
+      *reinterpret_cast<uint32_t*>(sdS + swz(r0, c0 + 8)) = ds[kk][2];
+      *reinterpret_cast<uint32_t*>(sdS + swz(r0 + 8, c0 + 8)) = ds[kk][3];
+    }
+    // dK += dS^T Q (k over queries).
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+      for (int dpair = 0; dpair < 4; ++dpair) {
+        uint32_t r[4];
+        int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
+        ldmatrix_x4_trans(r, smem_addr(sQ + swz(row, col)));
+        mma_bf16(dk[2 * dpair], ds[kk], r[0], r[1]);
+        mma_bf16(dk[2 * dpair + 1], ds[kk], r[2], r[3]);
+      }
+    }
+    __syncthreads();  // sdS complete
+
+    // dQ (queries 16w..16w+15 of the block, 64 d) = dS K, k over the block's 64 keys.
+    float dqa[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dqa[j][0] = dqa[j][1] = dqa[j][2] = dqa[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      // A = dS (query rows, key cols) read transposed from sdS: matrices (keys 16kk+0..7, queries
+      // 16w+0..7) (keys +0, queries +8) (keys +8, queries +0) (keys +8, queries +8) = a0..a3.
+      uint32_t af[4];
+      {
+        int key = kk * 16 + (lane & 7) + (lane >> 4) * 8, qcol = warp * 16 + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4_trans(af, smem_addr(sdS + swz(key, qcol)));
+      }
+#pragma unroll
+      for (int dpair = 0; dpair < 4; ++dpair) {
+        uint32_t r[4];
+        int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = dpair * 16 + (lane >> 4) * 8;
+        ldmatrix_x4_trans(r, smem_addr(sK + swz(row, col)));
+        mma_bf16(dqa[2 * dpair], af, r[0], r[1]);
+        mma_bf16(dqa[2 * dpair + 1], af, r[2], r[3]);
+      }
+    }
+    const int qr0 = q0 + warp * 16 + g, qr1 = qr0 + 8;
+    float* dq0 = a.dq_acc + ((static_cast<int64_t>(b) * T + qr0) * a.Hq + hq) * kTile;
+    float* dq1 = a.dq_acc + ((static_cast<int64_t>(b) * T + qr1) * a.Hq + hq) * kTile;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (qr0 < T) atomicAdd(reinterpret_cast<float2*>(dq0 + j * 8 + 2 * qd), make_float2(dqa[j][0], dqa[j][1]));
+      if (qr1 < T) atomicAdd(reinterpret_cast<float2*>(dq1 + j * 8 + 2 * qd), make_float2(dqa[j][2], dqa[j][3]));
+    }
+    __syncthreads();  // sdS and the row tables are rewritten next; buffer `buf` is reloaded after it
   }
 
   uint16_t* dk_base = a.dk + (static_cast<int64_t>(b) * T * a.Hkv + hk) * kTile;
