@@ -29,7 +29,9 @@ struct PackArgs {
   std::string run_dir, out, source_dir, compressor = "auto", device = "auto", calib_data;
   std::string preset = std::string(artifact::kDefaultPackPreset), clip_search = "preset";
   int64_t calib_batches = 16, calib_seqs = 8, calib_seq_len = 0;
-  int bits = 0;  // 0 = the preset's
+  int bits = 0;        // 0 = the preset's
+  int embed_bits = 0;  // 0 = the preset's
+  double clip_k_scale = 1.0;  // multiplies every SDClip k of the preset (size falls by log2(scale) bits per weight)
   uint64_t budget = artifact::kCountedByteLimit;
   bool allow_over = false, quick = false, lqer = false;
 };
@@ -112,6 +114,12 @@ void run_pack(const PackArgs& a) {
     po.policy.attn.bits = a.bits;
     po.policy.mlp.bits = a.bits;
   }
+  PG_CHECK(a.embed_bits == 0 || (a.embed_bits >= 2 && a.embed_bits <= 8), "--embed-bits must be 2..8, got {}",
+           a.embed_bits);
+  if (a.embed_bits != 0) po.policy.embed.bits = a.embed_bits;
+  PG_CHECK(a.clip_k_scale > 0 && a.clip_k_scale <= 10, "--clip-k-scale must be in (0, 10], got {}", a.clip_k_scale);
+  for (quant::RolePolicy* r : {&po.policy.embed, &po.policy.attn, &po.policy.mlp})
+    if (r->clip.kind == quant::ClipKind::SdClip) r->clip.value *= a.clip_k_scale;
   if (a.clip_search != "preset")
     PG_CHECK(quant::parse_clip_search_mode(a.clip_search, &po.policy.clip_search.mode),
              "--clip-search '{}' is not one of preset, off, matrix, row", a.clip_search);
@@ -142,6 +150,8 @@ void run_pack(const PackArgs& a) {
   j["preset"] = preset.name;
   j["clip_search"] = std::string(quant::clip_search_mode_name(po.policy.clip_search.mode));
   j["bits"] = po.policy.attn.bits;
+  j["embed_bits"] = po.policy.embed.bits;
+  j["clip_k_scale"] = a.clip_k_scale;
   j["quick"] = a.quick;
   auto& secs = j["sections"] = nlohmann::ordered_json::array();
   for (const auto& s : r.budget.report.sections)
@@ -187,6 +197,9 @@ void add_pack_commands(CLI::App& app) {
                    "baseline (docs/ARTIFACT.md)");
   pack->add_option("--clip-search", a->clip_search, "preset | off | matrix | row: clip search of the int-N matrices");
   pack->add_option("--bits", a->bits, "Bits of the attention and MLP matrices (default: the preset's)");
+  pack->add_option("--embed-bits", a->embed_bits, "Bits of the tied embedding (default: the preset's)");
+  pack->add_option("--clip-k-scale", a->clip_k_scale,
+                   "Multiply every SDClip k of the preset (>1: coarser codes, fewer bytes; §7.7)");
   pack->add_option("--budget", a->budget, "Counted-byte limit (artifact + code bytes)");
   pack->add_flag("--allow-over", a->allow_over, "Write the artifact even when it exceeds the limit");
   pack->add_option("--compressor", a->compressor,
