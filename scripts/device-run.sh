@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec train300 evalslide evalttt pack evalart)
+#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,8 @@ for task in "$@"; do
       note "gpu gtests rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gputests.log" | tr '\n' ' ')"; grep -E 'FAILED|Failure|error' "$OUT/gputests.log" | head -20 ;;
     parity) $BIN selftest --gpu ${PARITY_ARGS:-} --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
     parityf) for f in ${PARITY_FILTERS:?set PARITY_FILTERS to op-name substrings}; do  # only the named op families
-        $BIN selftest --gpu --filter "$f" > "$OUT/parity-$f.log" 2>&1; note "parity $f rc=$? $(tail -1 "$OUT/parity-$f.log")"
+        $BIN selftest --gpu --filter "$f" > "$OUT/parity-$f.log" 2>&1; rc=$?; [ $rc -ne 0 ] && touch "$OUT/parity-failed"
+        note "parity $f rc=$rc $(tail -1 "$OUT/parity-$f.log")"
         grep -E 'FAIL|ms' "$OUT/parity-$f.log" | grep -vE '  -  *$' | tail -14; done ;;
     attn) $BIN bench attention > "$OUT/bench-attn.log" 2>&1; note "attention bench rc=$?"; tail -15 "$OUT/bench-attn.log" ;;
     matmul) $BIN bench matmul > "$OUT/bench-matmul.log" 2>&1; note "matmul bench rc=$?"; tail -15 "$OUT/bench-matmul.log" ;;
@@ -75,11 +76,62 @@ for task in "$@"; do
         head -45 "$OUT/bench-rec-$mode.log"; done ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
+    train1672) # issue 8: the GatedDeltaNet hybrid preset, 300 s on the benchmark corpus (sp1024) and the val prefix
+      train_run pr1672 configs/pr1672.toml --set train.max_wallclock_seconds=${PR1672_SECONDS:-300} ;;
     evalslide) eval_run slide --run-dir runs/baseline-300s --mode sliding --stride 64 --context 1024 --audit ;;
     evalttt) eval_run ttt --run-dir runs/baseline-300s --mode sliding --stride 64 --context 1024 --ttt --time-budget 120 ;;
     pack) timeout 200 $BIN pack runs/baseline-300s --compressor brotli-11 --source-dir . > "$OUT/pack.log" 2>&1
       note "pack rc=$? $(grep -iE 'counted|artifact' "$OUT/pack.log" | tail -3 | tr '\n' ' ')"; cp runs/baseline-300s/pack.json "$OUT/" 2>/dev/null; tail -12 "$OUT/pack.log" ;;
     evalart) eval_run artifact --artifact runs/baseline-300s/final_model.pgolf --mode sliding --stride 64 --context 1024 ;;
+    nccl1) # issue 10 acceptance: the NCCL path at world size 1 (torchrun variables set) against the plain run
+      [ -f data-local/bench/bench_train_000000.bin ] || encode_bench
+      for v in plain nccl-overlap nccl-onereduce; do
+        envs=(); sets=(--set train.iterations=${NCCL_STEPS:-40} --set train.max_wallclock_seconds=0 --set train.lr_schedule=step
+                       --set train.val_loss_every=0 --set train.int8_roundtrip=false --set train.cuda_graph=false)
+        [ $v != plain ] && envs=(RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
+        [ $v = nccl-onereduce ] && sets+=(--set train.overlap_grad_reduce=false)
+        rm -rf "runs/$v"
+        env "${envs[@]}" $BIN train --config configs/baseline-300s.toml --run-dir "runs/$v" "${sets[@]}" \
+          --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin \
+          --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model > "$OUT/$v.log" 2>&1
+        note "nccl1 $v rc=$? $(grep -E 'comm|nccl|final' "$OUT/$v.log" | head -3 | tr '\n' ' ')"
+        cp runs/$v/metrics.jsonl "$OUT/$v.metrics.jsonl" 2>/dev/null; done
+      python3 scripts/compare_losses.py "$OUT"/plain.metrics.jsonl "$OUT"/nccl-overlap.metrics.jsonl "$OUT"/nccl-onereduce.metrics.jsonl \
+        | tee -a "$SUMMARY" ;;
+    rec248) [ -e "$OUT/parity-failed" ] && { note "rec248 skipped: a parity check failed"; continue; }
+      # rec-2026-04-09 for the reference's 248 steps (ANCHORS §2), val = the val prefix docs re-encoded in SP8192
+      [ -f data-local/rec8192/.done ] || { mkdir -p data-local/rec8192
+        /usr/bin/time -f "encode wall %e s" $BIN data encode .carry/data/train --val .carry/data/val/fineweb_val_prefix_docs.jsonl.xz \
+          --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model --out data-local/rec8192 --prefix rec8192 \
+          > "$OUT/encode-rec8192.log" 2>&1 && touch data-local/rec8192/.done; note "encode rec8192: $(tail -3 "$OUT/encode-rec8192.log" | tr '\n' ' ')"; }
+      rm -rf runs/rec248
+      # The reference's wallclock schedule in steps (its 0.912 s/step before looping, 1.32 s after, 289 s): looping
+      # from step 111 (f = 0.35 of the time), warm-down from step 89 (f = 0.28); raw weights at the end, as ANCHORS.
+      timeout ${REC_TIMEOUT:-540} $BIN train --config configs/rec-2026-04-09.toml --run-dir runs/rec248 \
+        --set train.warmup_steps=0 --set train.loop_warmup_steps=0 --set train.val_loss_every=0 \
+        --set train.iterations=${REC_STEPS:-248} --set train.max_wallclock_seconds=0 --set train.lr_schedule=step \
+        --set model.loop_enable_frac=0.448 --set train.warmdown_frac=0.641 --set optim.final_weights=live \
+        --set train.int8_roundtrip=false --set "data.train=data-local/rec8192/rec8192_train_*.bin" \
+        --set "data.val=data-local/rec8192/rec8192_val_*.bin" \
+        --set data.tokenizer=.carry/data/tokenizers/fineweb_8192_bpe.model > "$OUT/rec248.log" 2>&1
+      note "train rec248 rc=$? $(grep -iE 'val_bpb|peak|steps' "$OUT/rec248.log" | tail -5 | tr '\n' ' ')"
+      mkdir -p "$OUT/rec248" && cp runs/rec248/*.jsonl runs/rec248/*.toml "$OUT/rec248/" 2>/dev/null; tail -30 "$OUT/rec248.log" ;;
+    recpack) # GPTQ + the rec preset (brotli-11 only), then the extra knobs if it is over the limit
+      timeout ${PACK_TIMEOUT:-300} $BIN pack runs/rec248 --preset rec-2026-04-09 --compressor brotli-11 --source-dir . \
+        --calib-batches 64 ${PACK_ARGS:-} --allow-over > "$OUT/recpack.log" 2>&1
+      note "recpack rc=$? $(grep -iE 'counted|artifact bytes|calibration' "$OUT/recpack.log" | tail -3 | tr '\n' ' ')"
+      cp runs/rec248/pack.json "$OUT/rec-pack.json" 2>/dev/null; cp runs/rec248/final_model.pgolf "$OUT/" 2>/dev/null; tail -8 "$OUT/recpack.log" ;;
+    receval) # sliding window stride 64 / context 2048 of the artifact (and of the bf16 run), then score-first TTT
+      for w in artifact bf16; do
+        src=(--artifact runs/rec248/final_model.pgolf); [ $w = bf16 ] && src=(--run-dir runs/rec248)
+        /usr/bin/time -f "wall %e s" $BIN eval "${src[@]}" --val "data-local/rec8192/rec8192_val_*.bin" \
+          --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model --mode sliding --stride 64 --context 2048 \
+          --json "$OUT/eval-rec-$w.json" > "$OUT/eval-rec-$w.log" 2>&1
+        note "eval rec sliding $w rc=$? $(grep -iE 'val_bpb|wall|per 1' "$OUT/eval-rec-$w.log" | tail -3 | tr '\n' ' ')"; done
+      /usr/bin/time -f "wall %e s" $BIN eval --artifact runs/rec248/final_model.pgolf --val "data-local/rec8192/rec8192_val_*.bin" \
+        --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model --mode sliding --stride 64 --context 2048 --ttt \
+        --time-budget 300 --json "$OUT/eval-rec-ttt.json" > "$OUT/eval-rec-ttt.log" 2>&1
+      note "eval rec ttt rc=$? $(grep -iE 'val_bpb|wall|adapt' "$OUT/eval-rec-ttt.log" | tail -3 | tr '\n' ' ')" ;;
     *) note "unknown task $task" ;;
   esac
 done
