@@ -17,6 +17,7 @@
 #include "artifact/writer.h"
 #include "core/error.h"
 #include "model/gpt.h"
+#include "quant/gptq.h"
 #include "train/config.h"
 
 using namespace pgolf;
@@ -419,5 +420,44 @@ TEST(CmMeasure, RealArtifact) {
     const Artifact a = read_artifact_file(f, &info);
     std::printf("%s: %llu bytes on disk\n", f.c_str(), static_cast<unsigned long long>(info.file_bytes));
     print(f.c_str(), measure(a));
+  }
+}
+
+// GPTQ's own column structure: iid Gaussian weights, GPTQ (SDClip k 12.85, act order) with the
+// Hessian of correlated inputs whose channels differ in scale (as RowClipSearchLowersErrorAtTheSameSize).
+// Error feedback moves compensation onto the columns quantized late, so columns differ even here.
+TEST(CmMeasure, GptqCodesOfGaussianWeights) {
+  const int64_t cols = 512, n = 2048;
+  std::mt19937 g(23);
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const float common = d(g);
+    for (int64_t c = 0; c < cols; ++c)
+      x[static_cast<size_t>(t * cols + c)] = (d(g) + 0.7f * common) * (0.2f + 3.f * static_cast<float>(c % 11) / 10.f);
+  }
+  quant::HessianAccumulator acc(cols);
+  acc.add(x, n);
+  const auto h = acc.hessian();
+  quant::GptqOptions o;
+  o.bits = 6;
+  o.clip = quant::ClipRule::sd(12.85);
+  std::vector<uint8_t> raw_rtn, raw_gptq;
+  std::vector<CodeMatrix> mats;
+  uint32_t seed = 31;
+  for (int64_t rows : {512, 1024}) {
+    const auto w = structured(rows, cols, 0.0, 0.0, seed++);
+    const auto q = quant::gptq_quantize(w, rows, cols, h, o);
+    const auto r = quant::quantize_rtn(w, rows, cols, 6, quant::ClipRule::sd(12.85));
+    mats.push_back({raw_gptq.size(), static_cast<uint64_t>(rows), static_cast<uint64_t>(cols)});
+    raw_gptq.insert(raw_gptq.end(), q.codes.begin(), q.codes.end());
+    raw_rtn.insert(raw_rtn.end(), r.codes.begin(), r.codes.end());
+  }
+  for (const auto* raw : {&raw_rtn, &raw_gptq}) {
+    const size_t cm = cm_compress(*raw, mats).size(), br = compress(Compressor::Brotli11, *raw).size();
+    std::printf("%s codes of Gaussian weights (%zu): cm %zu, brotli-11 %zu, order-0 %.0f; cm/brotli %.4f\n",
+                raw == &raw_rtn ? "RTN " : "GPTQ", raw->size(), cm, br, order0_bytes(*raw),
+                static_cast<double>(cm) / static_cast<double>(br));
+    EXPECT_LT(cm, br);
   }
 }
