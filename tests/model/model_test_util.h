@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "core/arena.h"
@@ -90,10 +91,15 @@ inline StepResult run_step(GPT& m, const Tensor& ids, const Tensor& targets, boo
 
 // The same weights on the CPU (f32) and on the GPU (activations `act`): one step's loss within
 // loss_tol (relative) and every gradient within grad_tol (scaled_error).
+// `adjust` (optional) edits the randomized CPU weights before they are copied to the GPU.
 inline void compare_gpu_with_cpu(ModelConfig cfg, DType act, const Tensor& ids, const Tensor& targets, double loss_tol,
-                                 double grad_tol, bool exact_plan) {
+                                 double grad_tol, bool exact_plan, const std::function<void(GPT&)>& adjust = nullptr) {
   GPT cpu(cfg, Device::CPU);
   randomize(cpu, 21);
+  if (adjust) {
+    adjust(cpu);
+    cpu.params().sync_compute();
+  }
   cfg.act_dtype = act;
   GPT gpu(cfg, Device::CUDA);
   for (size_t i = 0; i < cpu.params().all().size(); ++i)

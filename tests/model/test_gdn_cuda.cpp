@@ -2,9 +2,12 @@
 // loss and every gradient, f32 activations (tight) and bf16 (close), exact memory plan. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "core/memory.h"
 #include "model/gpt.h"
 #include "model_test_util.h"
+#include "ops/elementwise.h"
 
 namespace pgolf::model {
 namespace {
@@ -25,10 +28,21 @@ ModelConfig hybrid_gpu() {
   return c;
 }
 
-void compare_with_cpu(const ModelConfig& cfg, DType act, double loss_tol, double grad_tol) {
+void compare_with_cpu(const ModelConfig& cfg, DType act, double loss_tol, double grad_tol,
+                      const std::function<void(GPT&)>& adjust = nullptr) {
   const Tensor ids = testing::random_ids(2, 96, cfg.vocab_size, 1);
   const Tensor targets = testing::random_ids(2, 96, cfg.vocab_size, 2);
-  testing::compare_gpu_with_cpu(cfg, act, ids, targets, loss_tol, grad_tol, /*exact_plan=*/true);
+  testing::compare_gpu_with_cpu(cfg, act, ids, targets, loss_tol, grad_tol, /*exact_plan=*/true, adjust);
+}
+
+// randomize() gives every matrix U(±1/sqrt(in)); through the GatedDeltaNet layers that is a chaotic regime (loss
+// ≈ 27 nats at vocab 32) in which bf16 rounding alone moves gradients by 10-30 % even on the CPU (f32 vs bf16
+// activations, same kernels). Scaling the GDN matrices by 0.3 gives a well-conditioned model where bf16 moves
+// them by <= 8 % on the CPU, so a larger GPU difference would be a real defect.
+void calm_gdn(GPT& m) {
+  for (Param& p : m.params().all())
+    if (p.spec.name.find(".gdn.") != std::string::npos && p.spec.group == OptGroup::Muon)
+      ops::scale(p.value, 0.3f, p.value);
 }
 
 TEST(GdnHybridGpu, F32ActivationsMatchCpu) {
@@ -44,7 +58,7 @@ TEST(GdnHybridGpu, F32ActivationsMatchCpu) {
 
 TEST(GdnHybridGpu, Bf16ActivationsAreClose) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
-  compare_with_cpu(hybrid_gpu(), DType::BF16, 1e-2, 1e-1);
+  compare_with_cpu(hybrid_gpu(), DType::BF16, 1e-2, 1e-1, calm_gdn);
 }
 
 }  // namespace
