@@ -99,7 +99,7 @@ std::vector<uint8_t> compress(Compressor c, std::span<const uint8_t> raw, std::s
       out.resize(n);
       break;
     }
-    case Compressor::Cm: out = cm_compress(raw, matrices); break;
+    case Compressor::Cm: out = cm_compress_best(raw, matrices); break;
     default: PG_FAIL("compress: unknown compressor id {}", static_cast<int>(c));
   }
   return out;

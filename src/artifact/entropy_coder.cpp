@@ -257,6 +257,14 @@ constexpr std::array<int32_t, 64> make_recip() {
 }
 constexpr std::array<int32_t, 64> kRecip = make_recip();
 
+// Signed column mean (×256) in 11 levels: 0 near zero, then ±0.02, ±0.06, ±0.12, ±0.25, ±0.5 codes.
+constexpr int kMeanLevels = 11;
+inline int mean_level(int32_t m256) {
+  const int a = m256 < 0 ? -m256 : m256;
+  const int k = a < 5 ? 0 : a < 15 ? 1 : a < 31 ? 2 : a < 64 ? 3 : a < 128 ? 4 : 5;
+  return k == 0 ? 0 : m256 < 0 ? 5 + k : k;
+}
+
 constexpr int kNodes = 32;     // 0 zero flag, 1 unused (sign has its own model), 2.. unary |v| > k
 constexpr int kSmall = 4;      // min(|v|, 3) for the previous code / the code above
 constexpr int kInputs = 5;     // four bit models + bias
@@ -270,8 +278,8 @@ class CodeModel {
     t1_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kSmall), kCounterInit);
     t2_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kSmall), kCounterInit);
     t3_.assign(static_cast<size_t>(kNodes * 4 * kBuckets * kBuckets), kCounterInit);
-    t4_.assign(static_cast<size_t>(kNodes * kSmall * kSmall * 4), kCounterInit);
-    sign_.assign(9 * 4, kCounterInit);
+    t4_.assign(static_cast<size_t>(kNodes * kSmall * kSmall * 4 * kMeanLevels * 3), kCounterInit);
+    sign_.assign(static_cast<size_t>(9 * 4 * kMeanLevels), kCounterInit);
     mixer_.init(static_cast<size_t>(kNodes * 4), (1 << 16) / (kInputs - 1), kInputs - 1);  // the average logit
     apm_.init(static_cast<size_t>(kNodes * kBuckets));
   }
@@ -285,11 +293,13 @@ class CodeModel {
       return;
     }
     col_.assign(cols, global_);
+    colm_.assign(cols, 0);
     for (uint64_t r = 0; r < rows; ++r) {
       uint8_t* row = data + r * cols;
       const uint8_t* above = r > 0 ? row - cols : nullptr;
       uint32_t row_fast = global_, row_slow = global_;
       uint64_t row_sum = 0;
+      int32_t row_m = 0;  // signed mean code of the row so far ×256
       int prev = 0;
       const int col_rate_i = static_cast<int>(std::min<uint64_t>(r, 63));
       for (uint64_t c = 0; c < cols; ++c) {
@@ -303,7 +313,10 @@ class CodeModel {
         const size_t b1 = static_cast<size_t>(((mclass * kBuckets + cb) * kSmall + pm) * kNodes);
         const size_t b2 = static_cast<size_t>(((mclass * kBuckets + rbf) * kSmall + pm) * kNodes);
         const size_t b3 = static_cast<size_t>(((mclass * kBuckets + cb) * kBuckets + rbs) * kNodes);
-        const size_t b4 = static_cast<size_t>(((mclass * kSmall + am) * kSmall + pm) * kNodes);
+        const int smb = (f_ & kCmRowMean) ? mean_level(row_m) : (f_ & kCmColMean) ? mean_level(colm_[c]) : 0;
+        // Model 4 also sees the sign once it is known (0 before: the zero flag).
+        const size_t b4_base = static_cast<size_t>((((mclass * kSmall + am) * kSmall + pm) * kMeanLevels + smb) * 3);
+        size_t b4 = b4_base * kNodes;
         const size_t apm_base = static_cast<size_t>(cb * kNodes);
         const int v = kEnc ? static_cast<int8_t>(row[c]) : 0;
         const int mag = v < 0 ? -v : v;
@@ -331,9 +344,10 @@ class CodeModel {
         int m = 0;
         if (bit_at(0, mag != 0)) {
           const int sctx = (f_ & kCmSignCtx) ? (prev > 0 ? 1 : prev < 0 ? 2 : 0) * 3 + (up > 0 ? 1 : up < 0 ? 2 : 0) : 0;
-          uint32_t& sc = sign_[static_cast<size_t>(sctx * 4 + mclass)];
+          uint32_t& sc = sign_[static_cast<size_t>((sctx * 4 + mclass) * kMeanLevels + smb)];
           const int neg = ac.code(v < 0, std::clamp(counter_p(sc), 1, 4095));
           counter_update(sc, neg, kCounterLimit);
+          if (f_ & (kCmColMean | kCmRowMean)) b4 = (b4_base + 1 + static_cast<size_t>(neg)) * kNodes;
           m = 1;
           while (m < maxabs && bit_at(1 + std::min(m, kNodes - 2), mag > m)) ++m;
           if (!kEnc) row[c] = static_cast<uint8_t>(neg ? -m : m);
@@ -342,6 +356,8 @@ class CodeModel {
           if (!kEnc) row[c] = 0;
           prev = 0;
         }
+        row_m += static_cast<int32_t>((static_cast<int64_t>(prev) * 256 - row_m) * kRecip[std::min<uint64_t>(c, 63)] >> 16);
+        colm_[c] += static_cast<int32_t>((static_cast<int64_t>(prev) * 256 - colm_[c]) * kRecip[static_cast<size_t>(col_rate_i)] >> 16);
         const uint32_t m256 = static_cast<uint32_t>(m) << 8;
         col_[c] = static_cast<uint32_t>(static_cast<int64_t>(col_[c]) +
                                         ((static_cast<int64_t>(m256) - col_[c]) * kRecip[static_cast<size_t>(col_rate_i)] >> 16));
@@ -365,6 +381,7 @@ class CodeModel {
   Mixer<kInputs> mixer_;
   Apm apm_;
   std::vector<uint32_t> col_;
+  std::vector<int32_t> colm_;  // signed mean code of each column ×256 (same averaging as col_)
   uint32_t global_ = 2 << 8;  // running mean |code| ×256, carried across rows and matrices
 };
 
@@ -467,6 +484,16 @@ std::vector<uint8_t> cm_compress(std::span<const uint8_t> raw, std::span<const C
   code_segments<true>(enc, segs, copy.data(), features);
   enc.flush();
   return out;
+}
+
+std::vector<uint8_t> cm_compress_best(std::span<const uint8_t> raw, std::span<const CodeMatrix> matrices) {
+  std::vector<uint8_t> best;
+  for (uint32_t f : kCmCandidateFeatures) {
+    std::vector<uint8_t> z = cm_compress(raw, matrices, f);
+    if (best.empty() || z.size() < best.size()) best = std::move(z);
+    if (matrices.empty()) break;  // the byte model ignores the features
+  }
+  return best;
 }
 
 std::vector<uint8_t> cm_decompress(std::span<const uint8_t> packed, size_t raw_size, const std::string& what) {

@@ -32,14 +32,22 @@ enum CmFeature : uint32_t {
   kCmShare = 1u << 3,    // bit models persist across matrices of a section (else reset per matrix)
   kCmApm = 1u << 4,      // a final adaptive probability map on (node, column bucket)
   kCmSignCtx = 1u << 5,  // signs of the previous code and of the code above as sign context
+  kCmColMean = 1u << 6,  // signed mean of the column so far: sign context, and model 4 after the sign
+  kCmRowMean = 1u << 7,  // the same from the signed mean of the row so far (takes precedence)
 };
-inline constexpr uint32_t kCmAllFeatures = 63;
-inline constexpr uint32_t kCmDefaultFeatures = kCmColumn | kCmRow | kCmPrev | kCmShare | kCmSignCtx;
+inline constexpr uint32_t kCmAllFeatures = 255;
+inline constexpr uint32_t kCmBaseFeatures = kCmColumn | kCmRow | kCmPrev | kCmShare | kCmSignCtx;
+// What compress(Compressor::Cm, ...) uses: both candidates are encoded and the smaller kept (the
+// signed mean pays along the input channels: the column in row-major codes, the row in column-major).
+inline constexpr uint32_t kCmCandidateFeatures[2] = {kCmBaseFeatures | kCmColMean, kCmBaseFeatures | kCmRowMean};
+inline constexpr uint32_t kCmDefaultFeatures = kCmBaseFeatures | kCmColMean;
 
 // Compresses `raw`; `matrices` must lie inside `raw`, not overlap, and be sorted by offset (checked).
 // An empty list codes everything with the byte model.
 std::vector<uint8_t> cm_compress(std::span<const uint8_t> raw, std::span<const CodeMatrix> matrices,
                                  uint32_t features = kCmDefaultFeatures);
+// The smallest of cm_compress over kCmCandidateFeatures (ties: the first).
+std::vector<uint8_t> cm_compress_best(std::span<const uint8_t> raw, std::span<const CodeMatrix> matrices);
 // Throws naming `what` on any malformed, truncated or corrupt stream, or one that does not decode to
 // exactly raw_size bytes with the stored checksum.
 std::vector<uint8_t> cm_decompress(std::span<const uint8_t> packed, size_t raw_size, const std::string& what);

@@ -119,6 +119,10 @@ TEST(CmCoder, RoundTripsEdgeSizesAndEveryFeatureSet) {
   EXPECT_EQ(decompress(Compressor::Cm, compress(Compressor::Cm, raw, mats), raw.size(), "t"), raw);
   // Deterministic output.
   EXPECT_EQ(cm_compress(raw, mats), cm_compress(raw, mats));
+  // The compressor API keeps the smaller candidate feature set.
+  EXPECT_EQ(compress(Compressor::Cm, raw, mats).size(),
+            std::min(cm_compress(raw, mats, kCmCandidateFeatures[0]).size(),
+                     cm_compress(raw, mats, kCmCandidateFeatures[1]).size()));
 }
 
 TEST(CmCoder, RejectsBadLayouts) {
