@@ -15,6 +15,8 @@
 #include "data/bpb.h"
 #include "data/file_util.h"
 #include "data/loader.h"
+#include "dist/comm.h"
+#include "dist/env.h"
 #include "eval/audit.h"
 #include "eval/hash_embed.h"
 #include "eval/scorer.h"
@@ -55,8 +57,43 @@ Device pick_device(const std::string& name) {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// What every rank must agree on (checked through the rendezvous / communicator, docs/DISTRIBUTED.md).
+std::string eval_signature(const EvalArgs& a) {
+  nlohmann::json j = {{"artifact", a.artifact}, {"run_dir", a.run_dir}, {"val", a.val},
+                      {"mode", a.mode},         {"context", a.context}, {"stride", a.stride},
+                      {"batch_tokens", a.batch_tokens}, {"max_tokens", a.max_tokens}, {"no_trim", a.no_trim},
+                      {"ttt", a.ttt.enabled},   {"ttt_chunk", a.ttt.chunk_tokens}, {"ttt_lr", a.ttt.lr},
+                      {"ttt_momentum", a.ttt.momentum}, {"ttt_epochs", a.ttt.epochs}, {"ttt_clip", a.ttt.grad_clip},
+                      {"ttt_batch", a.ttt.batch_seqs}, {"ttt_seq_len", a.ttt.seq_len},
+                      {"phased", a.phased.enabled}, {"ngram", a.ngram.enabled}, {"tapin", a.tapin.enabled},
+                      {"hash_embed", a.hash_embed.enabled}, {"hash_buckets", a.hash_embed.buckets},
+                      {"hash_lr_mult", a.hash_embed.lr_mult}, {"time_budget", a.time_budget}, {"device", a.device}};
+  return j.dump();
+}
+
 void run_eval(const EvalArgs& a) {
   PG_CHECK(a.artifact.empty() != a.run_dir.empty(), "pgolf eval needs exactly one of --artifact FILE or --run-dir DIR");
+  // Split over ranks like `pgolf train`: a loopback rank of `pgolf launch --loopback`, or NCCL when launched as a
+  // rank (torchrun / mpirun variables). Set up before the model loads: NCCL picks GPU LOCAL_RANK.
+  std::unique_ptr<dist::Communicator> nccl;
+  dist::Communicator* comm = dist::thread_comm();
+  const uint64_t sig = dist::fnv1a64(eval_signature(a));
+  if (!comm) {
+    const dist::RankInfo info = dist::rank_info_from_env();
+    if (info.source != "single") {
+      nccl = dist::make_nccl_comm(info, sig);
+      comm = nccl.get();
+    }
+  }
+  const int world = comm ? comm->world() : 1;
+  if (comm) comm->check_same(sig, "pgolf eval arguments");
+  if (world > 1) {
+    PG_CHECK(!a.ngram.enabled && !a.tapin.enabled, "pgolf eval: --ngram / --tapin cannot be split over ranks yet "
+             "(the mixing walk runs in stream order on one process); run with one rank (world is {})", world);
+    PG_CHECK(!a.phased.enabled, "pgolf eval: --phased-ttt cannot be split over ranks yet; run with one rank "
+             "(world is {})", world);
+  }
+  const bool lead = !comm || comm->rank() == 0;  // only rank 0 prints and writes JSON
   const Device dev = pick_device(a.device);
   const auto t_load = Clock::now();
   std::unique_ptr<model::GPT> model = a.artifact.empty() ? artifact::load_model_from_run(a.run_dir, dev)
@@ -136,14 +173,16 @@ void run_eval(const EvalArgs& a) {
       aopt.phased.prefix_docs = std::max<int64_t>(aopt.phased.phases, std::min(aopt.phased.prefix_docs, docs - 1));
       aopt.phased.chunk_tokens = std::min<int64_t>(aopt.phased.chunk_tokens, std::max<int64_t>(1, prefix / 4));
     }
+    // Every rank runs the (unsplit) audit on its own copy: same result, no collectives.
     const eval::AuditReport r = eval::audit(*model, head, luts, aopt, ao);
     audit_s = r.seconds;
     audit_passed = r.passed;
-    std::printf("audit: %s (%d positions over %zu tokens; max |sum p - 1| %.2e, max |scored - used| %.2e, "
+    if (lead) std::printf("audit: %s (%d positions over %zu tokens; max |sum p - 1| %.2e, max |scored - used| %.2e, "
                 "max causal change %.2e, tolerance %.1e)\n",
                 r.passed ? "PASS" : "FAIL", r.positions, head.size(), r.max_sum_error, r.max_consistency,
                 r.max_causal_diff, ao.tolerance);
-    for (const auto& f : r.failures) std::printf("audit:   %s\n", f.c_str());
+    if (lead)
+      for (const auto& f : r.failures) std::printf("audit:   %s\n", f.c_str());
     audit_json = {{"passed", r.passed},           {"positions", r.positions},
                   {"prefix_tokens", head.size()}, {"max_sum_error", r.max_sum_error},
                   {"max_consistency", r.max_consistency}, {"max_causal_diff", r.max_causal_diff},
@@ -152,7 +191,12 @@ void run_eval(const EvalArgs& a) {
 
   // The budget covers the whole command: what loading and the audit used is gone from it.
   if (a.time_budget > 0) opt.time_budget_s = std::max(1e-9, a.time_budget - load_s - audit_s);
+  opt.comm = comm;
   const eval::EvalResult r = eval::evaluate(*model, tokens, luts, opt);
+  if (!lead) {
+    PG_CHECK(audit_passed, "pgolf eval --audit: the legality audit FAILED on rank {}", comm->rank());
+    return;
+  }
   double eval_s = 0;
   nlohmann::json phases = {{"load", load_s}};
   for (const auto& [name, s] : r.phase_seconds) {
@@ -161,12 +205,13 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.audit) phases["audit"] = audit_s;
 
-  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s%s on %s\n", eval::mode_name(opt.mode),
+  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s%s on %s%s\n", eval::mode_name(opt.mode),
               static_cast<long long>(opt.context), static_cast<long long>(opt.stride),
               opt.ttt.enabled ? ", score-first TTT" : "", opt.phased.enabled ? ", phased global TTT" : "",
               opt.ngram.enabled ? ", n-gram mixture" : "", opt.tapin.enabled ? ", Tap-In" : "",
               a.hash_embed.enabled ? ", eval-time hash embedding" : "",
-              std::string(device_name(dev)).c_str());
+              std::string(device_name(dev)).c_str(),
+              world > 1 ? (", split over " + std::to_string(world) + " " + comm->name() + " ranks").c_str() : "");
   if (opt.ngram.enabled || opt.tapin.enabled)
     std::printf("mixing: n-gram fired at %lld targets (%zu table entries), Tap-In hints at %lld targets\n",
                 static_cast<long long>(r.ngram_fired), r.ngram_entries, static_cast<long long>(r.tapin_fired));
@@ -199,6 +244,7 @@ void run_eval(const EvalArgs& a) {
         {"windows", r.windows},
         {"total_windows", r.total_windows},
         {"partial", r.partial},
+        {"world", world},
         {"time_budget_s", a.time_budget},
         {"phase_seconds", phases},
         {"seconds_per_million_tokens", r.acc.tokens ? eval_s * 1e6 / static_cast<double>(r.acc.tokens) : 0.0},

@@ -1,7 +1,7 @@
-// pgolf launch --gpus N [--loopback] -- train ...: start N data-parallel ranks on this machine
+// pgolf launch --gpus N [--loopback] -- train|eval ...: start N data-parallel ranks on this machine
 // (docs/DISTRIBUTED.md). Default: N child processes of this same binary with the torchrun environment (each rank
 // then uses NCCL on GPU LOCAL_RANK). --loopback: N threads of this process joined by the loopback communicator
-// (CPU, deterministic; no GPU or NCCL needed), each running the unchanged `train` command.
+// (CPU, deterministic; no GPU or NCCL needed), each running the unchanged `train` or `eval` command.
 #include <unistd.h>
 
 #include <climits>
@@ -35,7 +35,7 @@ std::string self_exe() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-// One loopback rank: the `train` command, parsed and run on this thread with `comm` as its communicator.
+// One loopback rank: the `train` or `eval` command, parsed and run on this thread with `comm` as its communicator.
 void run_loopback_rank(const std::vector<std::string>& command, dist::Communicator& comm) {
   dist::set_thread_comm(&comm);
   struct Reset {
@@ -44,12 +44,13 @@ void run_loopback_rank(const std::vector<std::string>& command, dist::Communicat
   CLI::App app{"pgolf (loopback rank)"};
   app.require_subcommand(1);
   add_train_command(app);
+  add_eval_command(app);
   std::vector<const char*> argv{"pgolf"};
   for (const auto& a : command) argv.push_back(a.c_str());
   try {
     app.parse(static_cast<int>(argv.size()), argv.data());
   } catch (const CLI::ParseError& e) {
-    PG_FAIL("rank {}: bad `train` arguments: {}", comm.rank(), e.what());
+    PG_FAIL("rank {}: bad `{}` arguments: {}", comm.rank(), command[0], e.what());
   }
 }
 
@@ -57,14 +58,15 @@ void run_launch(const LaunchArgs& a) {
   PG_CHECK(!a.command.empty(), "pgolf launch needs the command to run after --, e.g. pgolf launch --gpus 8 -- train "
            "-c configs/baseline.toml");
   if (a.loopback) {
-    PG_CHECK(a.command[0] == "train", "pgolf launch --loopback runs `train` only (got `{}`): other commands take no "
-             "communicator", a.command[0]);
+    PG_CHECK(a.command[0] == "train" || a.command[0] == "eval", "pgolf launch --loopback runs `train` or `eval` "
+             "only (got `{}`): other commands take no communicator", a.command[0]);
     // A rank that fails aborts the others at once; one that hangs makes them fail after timeout_s.
     dist::run_loopback(a.ranks, [&](dist::Communicator& c) { run_loopback_rank(a.command, c); }, a.timeout_s);
     return;
   }
-  PG_CHECK(a.command[0] != "train" || dist::nccl_available(), "pgolf launch: this build has no NCCL, so its ranks "
-           "cannot train on GPUs together; use --loopback for CPU ranks (threads) or a CUDA build with libnccl");
+  PG_CHECK((a.command[0] != "train" && a.command[0] != "eval") || dist::nccl_available(), "pgolf launch: this build "
+           "has no NCCL, so its ranks cannot {} on GPUs together; use --loopback for CPU ranks (threads) or a CUDA "
+           "build with libnccl", a.command[0]);
   dist::LaunchSpec spec;
   spec.exe = self_exe();
   spec.args = a.command;

@@ -8,6 +8,7 @@
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "dist/comm.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 
@@ -157,6 +158,19 @@ void check_inputs(const model::GPT& model, const std::vector<uint16_t>& tokens, 
   PG_CHECK(!((opt.ngram.enabled || opt.tapin.enabled) &&
              (opt.leak == TestLeak::MixTarget || opt.leak == TestLeak::UnnormalizedBlend)),
            "eval: test leaks that rewrite the scored NLL do not combine with n-gram / Tap-In mixing");
+  if (opt.comm && opt.comm->world() > 1) {
+    const int w = opt.comm->world();
+    PG_CHECK(!opt.ngram.enabled && !opt.tapin.enabled,
+             "eval: n-gram / Tap-In mixing cannot be split over ranks yet (the walk commits targets in stream order "
+             "on one process); run it with one rank (world {})", w);
+    PG_CHECK(!opt.phased.enabled, "eval: phased global TTT cannot be split over ranks yet; run it with one rank "
+             "(world {})", w);
+    PG_CHECK(opt.probes.empty() && !opt.keep_token_nll && !opt.stop_after_probes,
+             "eval: probes and per-token NLL (audit, tests) need one rank (world {})", w);
+    PG_CHECK(opt.leak == TestLeak::None, "eval: test leaks run on one rank only");
+    PG_CHECK(!(opt.ttt.enabled && opt.comm->name() == "loopback" && model.device() != Device::CPU),
+             "eval: TTT over the loopback communicator needs a CPU model (--device cpu)");
+  }
 }
 
 }  // namespace
@@ -211,7 +225,8 @@ EvalResult evaluate(model::GPT& model, const std::vector<uint16_t>& tokens, cons
   std::unique_ptr<WeightSnapshot> snapshot;
   size_t extra_plan = 0;
   if (opt.ttt.enabled) {
-    adapter = std::make_unique<SgdAdapter>(model, opt.ttt, opt.ttt.seq_len > 0 ? opt.ttt.seq_len : opt.context);
+    adapter = std::make_unique<SgdAdapter>(model, opt.ttt, opt.ttt.seq_len > 0 ? opt.ttt.seq_len : opt.context,
+                                           opt.comm);
     extra_plan = adapter->plan_bytes();
   }
   if (opt.phased.enabled) {
@@ -247,7 +262,15 @@ EvalResult evaluate(model::GPT& model, const std::vector<uint16_t>& tokens, cons
 
   // --- score (and adapt between chunks).
   double t_score = 0, t_mix = 0, t_adapt = 0, t_global = 0;
-  auto over_budget = [&] { return opt.time_budget_s > 0 && seconds_since(t_start) > opt.time_budget_s; };
+  dist::Communicator* const comm = opt.comm && opt.comm->world() > 1 ? opt.comm : nullptr;
+  const int world = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
+  res.world = world;
+  // Split over ranks, rank 0's clock decides (broadcast), so every rank stops after the same batch.
+  auto over_budget = [&] {
+    if (opt.time_budget_s <= 0) return false;
+    const bool over = seconds_since(t_start) > opt.time_budget_s;
+    return comm ? comm->broadcast_f64(over ? 1.0 : 0.0, 0) != 0.0 : over;
+  };
   bool stop = false;
   int64_t ttt_first = 1;  // first target of the current TTT chunk
   for (size_t g = 0; g < groups.size() && !stop; ++g) {
@@ -276,30 +299,60 @@ EvalResult evaluate(model::GPT& model, const std::vector<uint16_t>& tokens, cons
       done.assign(mix.size(), 0);
     }
     for (size_t b = gr.begin; b < gr.end && !stop;) {
-      const int64_t nb = std::min<int64_t>(runner.rows_max(), static_cast<int64_t>(gr.end - b));
+      // One round: up to `world` consecutive batches (the ones one rank would run, in order); batch k of the
+      // round is scored by rank k. With one rank a round is one batch.
+      std::vector<size_t> bstart;
+      size_t e = b;
+      for (int k = 0; k < world && e < gr.end; ++k) {
+        bstart.push_back(e);
+        e += static_cast<size_t>(std::min<int64_t>(runner.rows_max(), static_cast<int64_t>(gr.end - e)));
+      }
+      bstart.push_back(e);
+      const int64_t nb = static_cast<int64_t>(bstart[1] - bstart[0]);  // mixing: world 1, the round's one batch
       const Window* ws = windows.data() + b;
       int64_t row_len = 0;
       for (int64_t r = 0; r < nb; ++r) row_len = std::max(row_len, ws[r].len);
       if (!mixing) {
-        const std::vector<float> losses = runner.losses(ws, nb, row_len);
-        for (int64_t r = 0; r < nb; ++r) {
-          const Window& w = ws[r];
-          double nll = 0;
-          for (int64_t i = w.score_from; i < w.len; ++i) {
-            const double l = leaked_nll(opt.leak, losses[static_cast<size_t>(r * row_len + i)]);
-            nll += l;
-            const int64_t t = w.start + i + 1;
-            if (opt.keep_token_nll) {
-              res.token_nll[static_cast<size_t>(t)] = static_cast<float>(l);
-              ++res.score_count[static_cast<size_t>(t)];
+        std::vector<double> nlls(e - b, 0.0);  // per window of the round, in window order
+        std::vector<double> mine(comm ? static_cast<size_t>(runner.rows_max()) : 0, 0.0);
+        for (int k = 0; k + 1 < static_cast<int>(bstart.size()); ++k) {
+          if (comm && k != rank) continue;
+          const Window* kw = windows.data() + bstart[static_cast<size_t>(k)];
+          const int64_t kn = static_cast<int64_t>(bstart[static_cast<size_t>(k) + 1] - bstart[static_cast<size_t>(k)]);
+          int64_t klen = 0;
+          for (int64_t r = 0; r < kn; ++r) klen = std::max(klen, kw[r].len);
+          const std::vector<float> losses = runner.losses(kw, kn, klen);
+          for (int64_t r = 0; r < kn; ++r) {
+            const Window& w = kw[r];
+            double nll = 0;
+            for (int64_t i = w.score_from; i < w.len; ++i) {
+              const double l = leaked_nll(opt.leak, losses[static_cast<size_t>(r * klen + i)]);
+              nll += l;
+              const int64_t t = w.start + i + 1;
+              if (opt.keep_token_nll) {
+                res.token_nll[static_cast<size_t>(t)] = static_cast<float>(l);
+                ++res.score_count[static_cast<size_t>(t)];
+              }
+              auto it = std::lower_bound(pending.begin(), pending.end(), t);
+              if (it != pending.end() && *it == t) {
+                res.probes.push_back(Probe{t, runner.distribution(w, i), l});
+                pending.erase(it);
+              }
             }
-            auto it = std::lower_bound(pending.begin(), pending.end(), t);
-            if (it != pending.end() && *it == t) {
-              res.probes.push_back(Probe{t, runner.distribution(w, i), l});
-              pending.erase(it);
-            }
+            if (comm) mine[static_cast<size_t>(r)] = nll;
+            else nlls[bstart[static_cast<size_t>(k)] - b + static_cast<size_t>(r)] = nll;
           }
-          chunk.acc.add(nll, w.scored(), data::count_scored_bytes(luts, tokens.data(), w.first_target(), w.end_target()));
+        }
+        if (comm) {  // every rank gets every window's sum, exactly (doubles moved as bytes)
+          const std::vector<double> all = comm->all_gather_f64(mine);
+          for (int k = 0; k + 1 < static_cast<int>(bstart.size()); ++k)
+            for (size_t i = bstart[static_cast<size_t>(k)]; i < bstart[static_cast<size_t>(k) + 1]; ++i)
+              nlls[i - b] = all[static_cast<size_t>(k) * mine.size() + (i - bstart[static_cast<size_t>(k)])];
+        }
+        // In window order, as one rank adds them: the same double additions for every world size.
+        for (size_t i = b; i < e; ++i) {
+          const Window& w = windows[i];
+          chunk.acc.add(nlls[i - b], w.scored(), data::count_scored_bytes(luts, tokens.data(), w.first_target(), w.end_target()));
           chunk.first_target = std::min(chunk.first_target, w.first_target());
           chunk.end_target = std::max(chunk.end_target, w.end_target());
         }
@@ -342,8 +395,8 @@ EvalResult evaluate(model::GPT& model, const std::vector<uint16_t>& tokens, cons
         }
         t_mix += seconds_since(tm);
       }
-      res.windows += nb;
-      b += static_cast<size_t>(nb);
+      res.windows += static_cast<int64_t>(e - b);
+      b = e;
       if (over_budget() || (opt.stop_after_probes && !opt.probes.empty() && pending.empty())) stop = true;
     }
     if (mixing) {

@@ -40,6 +40,13 @@ struct EvalOptions {
   std::vector<int64_t> probes;   // target positions whose full distribution is captured
   bool stop_after_probes = false;  // end as soon as every probe is captured (audit reruns)
   TestLeak leak = TestLeak::None;
+  // Split over ranks (docs/DISTRIBUTED.md): null or world 1 = one process. With world W > 1 every rank calls
+  // evaluate() with the same model, tokens and options; the forward batches are dealt round-robin (batch k of
+  // a group to rank k mod W, the same batches one rank would run), per-window NLL sums are all-gathered as
+  // doubles and added in window order, so the result equals one rank's bit for bit (every rank returns it).
+  // TTT steps run data parallel (SgdAdapter). Mixing (n-gram, Tap-In), phased TTT, probes, keep_token_nll
+  // and test leaks refuse world > 1.
+  dist::Communicator* comm = nullptr;
 };
 
 struct Probe {
@@ -58,6 +65,7 @@ struct EvalResult {
   int64_t windows = 0;          // windows scored
   int64_t total_windows = 0;
   int64_t stream_targets = 0;   // n - 1
+  int world = 1;                // ranks the scoring was split over
   bool partial = false;         // time budget exceeded (or stopped after probes): not the full stream
   std::vector<std::pair<std::string, double>> phase_seconds;  // prepare, score, mix, adapt, global_ttt
   std::vector<ChunkScore> chunks;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/comm.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 
@@ -33,8 +34,8 @@ std::vector<int64_t> phase_boundaries(const PhasedTttOptions& o, const uint16_t*
   return ends;
 }
 
-SgdAdapter::SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len)
-    : model_(model), opt_(opt), seq_len_(seq_len) {
+SgdAdapter::SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len, dist::Communicator* comm)
+    : model_(model), opt_(opt), seq_len_(seq_len), comm_(comm && comm->world() > 1 ? comm : nullptr) {
   PG_CHECK(seq_len_ > 0 && opt_.batch_seqs > 0 && opt_.epochs >= 0,
            "ttt: seq_len {}, batch_seqs {}, epochs {} must be positive", seq_len_, opt_.batch_seqs, opt_.epochs);
   PG_CHECK(opt_.momentum >= 0.f && opt_.momentum < 1.f, "ttt: momentum {} must be in [0, 1)", opt_.momentum);
@@ -67,12 +68,17 @@ void SgdAdapter::train(const uint16_t* tokens, int64_t first_target, int64_t end
   const int64_t n_targets = end_target - first_target;
   if (n_targets == 0 || opt_.epochs == 0) return;
   const int64_t rows = (n_targets + seq_len_ - 1) / seq_len_;
+  const int64_t world = comm_ ? comm_->world() : 1, rank = comm_ ? comm_->rank() : 0;
   for (int e = 0; e < opt_.epochs; ++e) {
     for (int64_t r0 = 0; r0 < rows; r0 += opt_.batch_seqs) {
       const int64_t nr = std::min(opt_.batch_seqs, rows - r0);
-      int64_t valid = 0;
-      for (int64_t r = 0; r < nr; ++r) {
-        const int64_t row_first = first_target + (r0 + r) * seq_len_;  // first target of the row
+      // Every target of the step (all ranks' rows) counts in the mean: the same scale as one rank.
+      const int64_t valid = std::min(end_target, first_target + (r0 + nr) * seq_len_) - (first_target + r0 * seq_len_);
+      // This rank's contiguous share [ra, rb) of the step's rows (all of them with one rank).
+      const int64_t per = (nr + world - 1) / world;
+      const int64_t ra = std::min(nr, rank * per), rb = std::min(nr, ra + per), mine = rb - ra;
+      for (int64_t r = 0; r < mine; ++r) {
+        const int64_t row_first = first_target + (r0 + ra + r) * seq_len_;  // first target of the row
         for (int64_t i = 0; i < seq_len_; ++i) {
           const int64_t t = row_first + i;
           const size_t k = static_cast<size_t>(r * seq_len_ + i);
@@ -80,15 +86,17 @@ void SgdAdapter::train(const uint16_t* tokens, int64_t first_target, int64_t end
           const bool in = t < end_target;
           host_ids_[k] = in ? tokens[t - 1] : 0;
           host_targets_[k] = in ? tokens[t] : -1;
-          valid += in ? 1 : 0;
         }
       }
-      const Shape sh{nr, seq_len_};
-      Tensor ids = ids_.slice(0, nr), targets = targets_.slice(0, nr);
-      ids.copy_from(Tensor::from_blob(host_ids_.data(), sh, DType::I32, Device::CPU));
-      targets.copy_from(Tensor::from_blob(host_targets_.data(), sh, DType::I32, Device::CPU));
       model_.params().zero_grads();
-      model_.forward_backward(ids, targets, 1.f / static_cast<float>(valid), arena, loss_sum_);
+      if (mine > 0) {
+        const Shape sh{mine, seq_len_};
+        Tensor ids = ids_.slice(0, mine), targets = targets_.slice(0, mine);
+        ids.copy_from(Tensor::from_blob(host_ids_.data(), sh, DType::I32, Device::CPU));
+        targets.copy_from(Tensor::from_blob(host_targets_.data(), sh, DType::I32, Device::CPU));
+        model_.forward_backward(ids, targets, 1.f / static_cast<float>(valid), arena, loss_sum_);
+      }
+      if (comm_) comm_->all_reduce_sum(model_.params().grad_flat());  // a rank without rows adds zeros
       step(lr);
     }
   }

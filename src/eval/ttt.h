@@ -11,6 +11,10 @@
 #include "core/tensor.h"
 #include "model/gpt.h"
 
+namespace pgolf::dist {
+class Communicator;
+}
+
 namespace pgolf::eval {
 
 struct TttOptions {
@@ -66,7 +70,11 @@ std::vector<int64_t> phase_boundaries(const PhasedTttOptions& o, const uint16_t*
 
 class SgdAdapter {
  public:
-  SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len);
+  // With `comm` (world > 1) every SGD step is data parallel: each rank runs forward/backward on its contiguous
+  // share of the step's rows (loss still scaled by 1 / the step's valid targets over all ranks), the gradients
+  // are summed with comm->all_reduce_sum over ParamTable::grad_flat, and every rank applies the same update.
+  // Every rank must call train() with the same arguments (a collective per step).
+  SgdAdapter(model::GPT& model, const TttOptions& opt, int64_t seq_len, dist::Communicator* comm = nullptr);
   // Bytes of arena one training step needs (a dry run of forward_backward).
   size_t plan_bytes();
   // `epochs` passes of SGD over targets [first_target, end_target) of `tokens` (all already scored):
@@ -80,6 +88,7 @@ class SgdAdapter {
   model::GPT& model_;
   TttOptions opt_;
   int64_t seq_len_;
+  dist::Communicator* comm_ = nullptr;  // null or world 1: the single-rank step
   std::vector<Tensor> momentum_;  // one f32 buffer per parameter
   std::vector<float> lr_scale_;   // per parameter (TttOptions::lr_mult)
   Tensor loss_sum_, norm_sq_;     // (1) f32 on the model's device
