@@ -73,7 +73,7 @@ artifact::SolverOptions solver_for(const PackArgs& a, const artifact::PackPreset
   if (a.compressor != "auto") {
     artifact::Compressor c;
     PG_CHECK(artifact::parse_compressor(a.compressor, &c),
-             "--compressor '{}' is not one of auto, none, zlib-9, brotli-11, lzma-9e, zstd-22", a.compressor);
+             "--compressor '{}' is not one of auto, none, zlib-9, brotli-11, lzma-9e, zstd-22, cm", a.compressor);
     s.compressors = {c};
   }
   return s;
@@ -203,7 +203,7 @@ void add_pack_commands(CLI::App& app) {
   pack->add_option("--budget", a->budget, "Counted-byte limit (artifact + code bytes)");
   pack->add_flag("--allow-over", a->allow_over, "Write the artifact even when it exceeds the limit");
   pack->add_option("--compressor", a->compressor,
-                   "auto (the preset's list) | none | zlib-9 | brotli-11 | lzma-9e | zstd-22");
+                   "auto (the preset's list) | none | zlib-9 | brotli-11 | lzma-9e | zstd-22 | cm (context-mixing coder of int code matrices)");
   pack->add_flag("--quick", a->quick, "One cheap compressor trial per section (tests, smoke runs)");
   pack->add_flag("--lqer", a->lqer, "Low-rank error correction on the worst tensors (on in the top preset)");
   pack->add_option("--source-dir", a->source_dir, "Source tree whose code bytes are counted");

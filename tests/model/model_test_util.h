@@ -91,10 +91,14 @@ inline StepResult run_step(GPT& m, const Tensor& ids, const Tensor& targets, boo
 
 // The same weights on the CPU (f32) and on the GPU (activations `act`): one step's loss within
 // loss_tol (relative) and every gradient within grad_tol (scaled_error).
-// `adjust` (optional) edits the randomized CPU weights before they are copied to the GPU.
+// `adjust` (optional) edits the randomized CPU weights before they are copied to the GPU; `cpu_act` (default f32)
+// is the CPU model's activation dtype (BF16: the same rounding points as the GPU model, like for like).
 inline void compare_gpu_with_cpu(ModelConfig cfg, DType act, const Tensor& ids, const Tensor& targets, double loss_tol,
-                                 double grad_tol, bool exact_plan, const std::function<void(GPT&)>& adjust = nullptr) {
-  GPT cpu(cfg, Device::CPU);
+                                 double grad_tol, bool exact_plan, const std::function<void(GPT&)>& adjust = nullptr,
+                                 DType cpu_act = DType::F32) {
+  ModelConfig cpu_cfg = cfg;
+  cpu_cfg.act_dtype = cpu_act;
+  GPT cpu(cpu_cfg, Device::CPU);
   randomize(cpu, 21);
   if (adjust) {
     adjust(cpu);
