@@ -115,4 +115,62 @@ inline void compare_gpu_with_cpu(ModelConfig cfg, DType act, const Tensor& ids, 
     EXPECT_LT(scaled_error(b.grads[i], a.grads[i]), grad_tol) << cpu.params().all()[i].spec.name;
 }
 
+
+// A fixed batch for whole-model finite-difference checks.
+struct LossBatch {
+  Tensor ids, targets;
+};
+
+// Mean next-token loss of the model on the batch (forward only, f32 CPU model).
+inline double mean_loss(GPT& m, const LossBatch& b, Arena& arena) {
+  Tensor losses = Tensor::zeros(Shape{b.ids.numel()}, DType::F32);
+  m.forward_losses(b.ids, b.targets, arena, losses);
+  double s = 0;
+  for (float v : losses.to_float_vector()) s += v;
+  return s / static_cast<double>(b.ids.numel());
+}
+
+// Whole-model finite differences of the mean loss for the two largest gradient entries and one arbitrary entry
+// of every parameter (f32 CPU model), step h: three-point central differences, or five-point (error O(h^4)) where
+// the loss is curved enough that the three-point O(h^2) error shows. Tolerance 3e-2 relative + 3e-4 absolute.
+// Returns the number of mismatches (each also reported as a test failure); *checked counts the entries.
+inline int check_gradients_fd(GPT& m, const LossBatch& b, int* checked, float h, bool five_point) {
+  const int64_t B = b.ids.dim(0), T = b.ids.dim(1), N = b.ids.numel();
+  Arena arena(Device::CPU);
+  arena.reserve(m.plan_bytes(B, T));
+  m.params().zero_grads();
+  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
+  m.forward_backward(b.ids, b.targets, 1.f / static_cast<float>(N), arena, loss_sum);
+  int failures = 0;
+  for (Param& p : m.params().all()) {
+    const auto grad = p.grad.to_float_vector();
+    float* w = p.value.ptr<float>();
+    std::vector<size_t> order(grad.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    const size_t top = std::min<size_t>(2, order.size());
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
+                      [&](size_t a, size_t c) { return std::fabs(grad[a]) > std::fabs(grad[c]); });
+    std::vector<size_t> picks(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top));
+    picks.push_back(grad.size() / 3);
+    for (size_t i : picks) {
+      const float saved = w[i];
+      auto at = [&](float x) {
+        w[i] = x;
+        return mean_loss(m, b, arena);
+      };
+      const double d1 = at(saved + h) - at(saved - h);
+      const double d2 = five_point ? at(saved + 2 * h) - at(saved - 2 * h) : 0.0;
+      w[i] = saved;
+      const double fd = five_point ? (8.0 * d1 - d2) / (12.0 * static_cast<double>(h)) : d1 / (2.0 * h);
+      const double an = grad[i];
+      ++*checked;
+      if (std::fabs(fd - an) > 3e-2 * std::fabs(an) + 3e-4) {
+        ++failures;
+        ADD_FAILURE() << p.spec.name << "[" << i << "]: analytic " << an << " vs finite difference " << fd;
+      }
+    }
+  }
+  return failures;
+}
+
 }  // namespace pgolf::model::testing

@@ -43,57 +43,13 @@ std::string model_error(const ModelConfig& c) {
   return pgolf::test::error_of([&] { GPT m(c, Device::CPU); });
 }
 
-struct Batch {
-  Tensor ids, targets;
-};
+// Five-point differences: the delta rule makes the loss curved enough that the three-point form's O(h^2)
+// error shows at h = 1e-2, and a smaller h drowns in f32 rounding.
+using Batch = testing::LossBatch;
+using testing::mean_loss;
 
-double mean_loss(GPT& m, const Batch& b, Arena& arena) {
-  Tensor losses = Tensor::zeros(Shape{b.ids.numel()}, DType::F32);
-  m.forward_losses(b.ids, b.targets, arena, losses);
-  double s = 0;
-  for (float v : losses.to_float_vector()) s += v;
-  return s / static_cast<double>(b.ids.numel());
-}
-
-// Central differences of the mean loss for the two largest gradient entries and one arbitrary entry of every
-// parameter (f32 model); returns the number of mismatches.
 int check_gradients(GPT& m, const Batch& b, int* checked) {
-  const int64_t B = b.ids.dim(0), T = b.ids.dim(1), N = b.ids.numel();
-  Arena arena(Device::CPU);
-  arena.reserve(m.plan_bytes(B, T));
-  m.params().zero_grads();
-  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
-  m.forward_backward(b.ids, b.targets, 1.f / static_cast<float>(N), arena, loss_sum);
-  int failures = 0;
-  for (Param& p : m.params().all()) {
-    const auto grad = p.grad.to_float_vector();
-    float* w = p.value.ptr<float>();
-    std::vector<size_t> order(grad.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    const size_t top = std::min<size_t>(2, order.size());
-    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
-                      [&](size_t a, size_t c) { return std::fabs(grad[a]) > std::fabs(grad[c]); });
-    std::vector<size_t> picks(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top));
-    picks.push_back(grad.size() / 3);
-    for (size_t i : picks) {
-      // Five-point central difference (error O(h^4)): the delta rule makes the loss curved enough that the
-      // three-point form's O(h^2) error shows at h = 1e-2, and a smaller h drowns in f32 rounding.
-      const float h = 5e-3f, saved = w[i];
-      auto at = [&](float x) {
-        w[i] = x;
-        return mean_loss(m, b, arena);
-      };
-      const double d1 = at(saved + h) - at(saved - h), d2 = at(saved + 2 * h) - at(saved - 2 * h);
-      w[i] = saved;
-      const double fd = (8.0 * d1 - d2) / (12.0 * static_cast<double>(h)), an = grad[i];
-      ++*checked;
-      if (std::fabs(fd - an) > 3e-2 * std::fabs(an) + 3e-4) {
-        ++failures;
-        ADD_FAILURE() << p.spec.name << "[" << i << "]: analytic " << an << " vs finite difference " << fd;
-      }
-    }
-  }
-  return failures;
+  return testing::check_gradients_fd(m, b, checked, 5e-3f, /*five_point=*/true);
 }
 
 TEST(GdnLayer, ParametersGoThroughTheTable) {

@@ -124,51 +124,11 @@ TEST(RecordModel, RecordPresetHas35_9MParameters) {
   EXPECT_EQ(layer_schedule(cfg.model, true).size(), 17u);
 }
 
-struct Batch {
-  Tensor ids, targets;
-};
+using Batch = testing::LossBatch;
+using testing::mean_loss;
 
-double mean_loss(GPT& m, const Batch& b, Arena& arena) {
-  Tensor losses = Tensor::zeros(Shape{b.ids.numel()}, DType::F32);
-  m.forward_losses(b.ids, b.targets, arena, losses);
-  double s = 0;
-  for (float v : losses.to_float_vector()) s += v;
-  return s / static_cast<double>(b.ids.numel());
-}
-
-// Whole-model finite differences: the two largest gradient entries and one arbitrary entry of
-// every parameter; returns the number of mismatches.
 int check_gradients(GPT& m, const Batch& b, int* checked) {
-  const int64_t B = b.ids.dim(0), T = b.ids.dim(1), N = b.ids.numel();
-  Arena arena(Device::CPU);
-  arena.reserve(m.plan_bytes(B, T));
-  m.params().zero_grads();
-  Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32);
-  m.forward_backward(b.ids, b.targets, 1.f / static_cast<float>(N), arena, loss_sum);
-  int failures = 0;
-  for (Param& p : m.params().all()) {
-    const auto grad = p.grad.to_float_vector();
-    float* w = p.value.ptr<float>();
-    std::vector<size_t> order(grad.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::partial_sort(order.begin(), order.begin() + 2, order.end(),
-                      [&](size_t a, size_t c) { return std::fabs(grad[a]) > std::fabs(grad[c]); });
-    for (size_t i : {order[0], order[1], grad.size() / 3}) {
-      const float h = 1e-2f, saved = w[i];
-      w[i] = saved + h;
-      const double up = mean_loss(m, b, arena);
-      w[i] = saved - h;
-      const double down = mean_loss(m, b, arena);
-      w[i] = saved;
-      const double fd = (up - down) / (2.0 * h), an = grad[i];
-      ++*checked;
-      if (std::fabs(fd - an) > 3e-2 * std::fabs(an) + 3e-4) {
-        ++failures;
-        ADD_FAILURE() << p.spec.name << "[" << i << "]: analytic " << an << " vs finite difference " << fd;
-      }
-    }
-  }
-  return failures;
+  return testing::check_gradients_fd(m, b, checked, 1e-2f, /*five_point=*/false);
 }
 
 TEST(RecordModel, LoopedGatedParallelModelMatchesFiniteDifferences) {
