@@ -13,6 +13,7 @@
 #include "core/memory.h"
 #include "model/gpt.h"
 #include "model/safetensors.h"
+#include "golden_util.h"
 #include "model_test_util.h"
 #include "train/optimizer.h"
 
@@ -21,25 +22,10 @@ namespace {
 
 using testing::scaled_error;
 
-struct Golden {
-  nlohmann::json scalars;
-  std::map<std::string, Tensor> io;
-  std::string weights_path;
-};
+using Golden = testing::GoldenFixture;
 
 // Fills `g` and returns true when the fixture exists; otherwise the caller skips.
-bool load_golden(Golden* g) {
-  const std::filesystem::path dir = std::filesystem::path(PGOLF_SOURCE_DIR) / "tests/fixtures/golden";
-  const auto weights = dir / "baseline_weights.safetensors", io = dir / "baseline_io.safetensors",
-             scalars = dir / "baseline_scalars.json";
-  if (!std::filesystem::exists(weights) || !std::filesystem::exists(io) || !std::filesystem::exists(scalars))
-    return false;
-  g->weights_path = weights.string();
-  for (auto& nt : read_safetensors(io.string())) g->io[nt.name] = nt.tensor;
-  std::ifstream f(scalars);
-  g->scalars = nlohmann::json::parse(f);
-  return true;
-}
+bool load_golden(Golden* g) { return testing::load_golden_fixture("baseline", g); }
 
 ModelConfig golden_config(const nlohmann::json& c) {
   ModelConfig m;

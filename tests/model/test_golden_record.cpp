@@ -21,6 +21,7 @@
 #include "core/memory.h"
 #include "model/gpt.h"
 #include "model/safetensors.h"
+#include "golden_util.h"
 #include "model_test_util.h"
 #include "train/optimizer.h"
 
@@ -37,28 +38,9 @@ constexpr const char* kSkip = "no record fixture in tests/fixtures/golden or $PG
 // 5.25 makes the softmax peaky, so the bound is 5x the baseline test's.
 constexpr double kTolLogits = 1e-5, kTolLoss = 1e-5, kTolGrad = 5e-5, kTolStepLoss = 2e-5, kTolFinal = 1e-4;
 
-struct RecordGolden {
-  nlohmann::json scalars;
-  std::map<std::string, Tensor> io;
-  std::string weights_path;
-};
+using RecordGolden = testing::GoldenFixture;
 
-bool load_record_golden(RecordGolden* g) {
-  // PGOLF_GOLDEN_DIR overrides the directory (a fixture just generated elsewhere, without copying it in).
-  const char* env = std::getenv("PGOLF_GOLDEN_DIR");
-  const std::filesystem::path dir = env != nullptr && *env != '\0'
-                                        ? std::filesystem::path(env)
-                                        : std::filesystem::path(PGOLF_SOURCE_DIR) / "tests/fixtures/golden";
-  const auto weights = dir / "record_weights.safetensors", io = dir / "record_io.safetensors",
-             scalars = dir / "record_scalars.json";
-  if (!std::filesystem::exists(weights) || !std::filesystem::exists(io) || !std::filesystem::exists(scalars))
-    return false;
-  g->weights_path = weights.string();
-  for (auto& nt : read_safetensors(io.string())) g->io[nt.name] = nt.tensor;
-  std::ifstream f(scalars);
-  g->scalars = nlohmann::json::parse(f);
-  return true;
-}
+bool load_record_golden(RecordGolden* g) { return testing::load_golden_fixture("record", g); }
 
 ModelConfig record_config(const nlohmann::json& c) {
   ModelConfig m;
