@@ -61,7 +61,7 @@ const std::vector<Field>& fields() {
       field("bigram_dim", &M::bigram_dim),
       field("gdn_layers", &M::gdn_layers),       field("gdn_conv_size", &M::gdn_conv_size),
       field("gdn_chunk", &M::gdn_chunk),         field("gdn_neg_eigval", &M::gdn_neg_eigval),
-      field("share_attention", &M::share_attention), field("attn_window", &M::attn_window),
+      field("share_attention", &M::share_attention), field("loop_embeddings", &M::loop_embeddings), field("attn_window", &M::attn_window),
       field("unet", &M::unet),
   };
   return f;

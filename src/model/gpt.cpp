@@ -100,6 +100,8 @@ void GPT::build_params() {
     skip_weights_ = control("skip_weights", Shape{num_skip_weights(), d}, InitKind::Ones);
     if (cfg_.skip_gates) skip_gates_ = control("skip_gates", Shape{num_skip_weights(), d}, InitKind::Zeros);
   }
+  // §5.12: one zero-init vector per pass of the loop segment (pass 0 is the plain visit).
+  if (cfg_.loop_embeddings) loop_emb_ = control("loop_embeddings", Shape{cfg_.loop_passes + 1, d}, InitKind::Zeros);
   const std::vector<bool> xsa = parse_layer_set(cfg_.xsa_layers, cfg_.num_layers, "xsa_layers");  // §5.7
   const std::vector<bool> gdn = parse_layer_set(cfg_.gdn_layers, cfg_.num_layers, "gdn_layers");  // §5.18
   int first_attn = -1;  // §5.17 share_attention: the layer whose attention module the others run

@@ -43,7 +43,8 @@ struct ModelConfig {
   int loop_start = -1;               // §5.12: loop segment [loop_start, loop_end] (physical); -1 = no loop
   int loop_end = -1;
   int loop_passes = 0;               // §5.12: extra passes n (the segment runs n + 1 times)
-  float loop_enable_frac = 0.f;      // §5.12: training fraction at which looping switches on
+  float loop_enable_frac = 0.f;
+  bool loop_embeddings = false;      // §5.12 per-pass loop embeddings: a zero-init d-vector added at the start of each pass      // §5.12: training fraction at which looping switches on
   std::string smear_gate = "none";   // §5.8: none | v1 (static per-channel) | v2 (gated, BOS-masked)
   int smear_window = 12;             // §5.8 v2: GATE_WINDOW, the channels the gate reads
   bool doc_isolated = false;         // §5.15: no attention across BOS (doc_start from the batch's ids)
@@ -170,6 +171,9 @@ class GPT {
   // gates receives the skip-gate mixes whose gradients backward() must fold in.
   Var forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates);
   Var block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T);
+  // §5.12 per-pass loop embeddings: x + e_pass (identity when cfg.loop_embeddings is off or `layer` is not the
+  // loop's first layer); *pass counts the visits of the loop's first layer in this forward.
+  Var loop_embed(Tape& tp, const Var& x, int layer, int* pass);
   Var attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T);
   Var mlp(Tape& tp, const BlockParams& bp, const Var& n);
   // The arena peak of one measuring dry run at (B, T): the training step, or a forward-only pass.
@@ -197,7 +201,8 @@ class GPT {
   ModelConfig cfg_;
   Device dev_;
   ParamTable params_;
-  size_t tok_emb_ = 0, skip_weights_ = 0, skip_gates_ = 0;
+  size_t tok_emb_ = 0, skip_weights_ = 0, skip_gates_ = 0, loop_emb_ = 0;
+  Tensor loop_unit_, loop_unit_grad_, loop_ones_;  // loop_embed's constants of the current forward (arena)
   std::vector<BlockParams> blocks_;
   std::vector<GdnParams> gdn_;  // the GatedDeltaNet layers' parameters (BlockParams::gdn)
   Tensor head_expand_;  // (H, H*D) f32 0/1: broadcasts a per-head gain to channels

@@ -33,7 +33,9 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
   const int n_dec = static_cast<int>(layers.size()) - n_enc;
   std::vector<Var> skips;  // encoder outputs, consumed LIFO by the decoder
   skips.reserve(static_cast<size_t>(n_enc));
+  int loop_pass = 0;  // visits of the loop's first layer so far (§5.12 loop embeddings)
   for (int i = 0; i < n_enc; ++i) {
+    x = loop_embed(tp, x, layers[static_cast<size_t>(i)], &loop_pass);
     x = block(tp, layers[static_cast<size_t>(i)], x, x0, B, T);
     skips.push_back(x);
   }
@@ -55,11 +57,36 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
       }
       skips.pop_back();
     }
+    x = loop_embed(tp, x, layer, &loop_pass);
     x = lanes ? two_lane_block(tp, layer, x, &lane_m, x0, B, T) : block(tp, layer, x, x0, B, T);
   }
   if (lanes) x = merge_lanes(tp, x, lane_m);
   x = tp.rmsnorm(x);
   return tp.linear(x, p(tok_emb_));  // (B*T, V) tied head
+}
+
+Var GPT::loop_embed(Tape& tp, const Var& x, int layer, int* pass) {
+  if (!cfg_.loop_embeddings || layer != cfg_.loop_start) return x;
+  const int k = (*pass)++;
+  PG_CHECK(k <= cfg_.loop_passes, "loop_embed: pass {} of a loop with {} extra passes", k, cfg_.loop_passes);
+  // x + e_k as a per-channel mix of already GPU-checked ops: 1 (.) x + e_k (.) ones. The "1" side's scale gradient
+  // lands in a scratch vector nobody reads; e_k's gradient is the column sum of dy.
+  // One set of constants per forward (made at pass 0, reused by the later passes; they live to the end of the
+  // forward_backward's arena scope, as the backward closures read them).
+  if (k == 0) {
+    Arena& a = tp.arena();
+    const Shape d{cfg_.model_dim};
+    loop_unit_ = a.alloc(d, DType::F32, "loop embedding unit scale");
+    loop_unit_grad_ = a.alloc(d, DType::F32, "loop embedding unit scale grad (unused)");
+    loop_ones_ = a.alloc(x.shape(), DType::F32, "loop embedding ones");
+    if (!tp.measuring()) {
+      ops::fill(loop_unit_, 1.f);
+      ops::fill(loop_unit_grad_, 0.f);
+      ops::fill(loop_ones_, 1.f);
+    }
+  }
+  PG_CHECK(loop_ones_.shape() == x.shape(), "loop_embed: residual {} vs constants {}", x.t.desc(), loop_ones_.desc());
+  return tp.mix_channel(ChanParam{loop_unit_, loop_unit_grad_}, x, chan_row(p(loop_emb_), k), tp.constant(loop_ones_));
 }
 
 GPT::SkipGateMix GPT::skip_gate_mix(Tape& tp, int slot) {

@@ -69,6 +69,9 @@ void check_model_config(const ModelConfig& c) {
              "model: loop segment [{}, {}] must satisfy 0 <= loop_start <= loop_end < num_layers {}", c.loop_start,
              c.loop_end, c.num_layers);
   }
+  PG_CHECK(!c.loop_embeddings || (c.loop_passes > 0 && c.loop_start >= 0),
+           "model: loop_embeddings = true needs a loop (loop_passes > 0 and loop_start >= 0), got loop_passes {}",
+           c.loop_passes);
   PG_CHECK(c.loop_enable_frac >= 0.f && c.loop_enable_frac <= 1.f, "model: loop_enable_frac {} must be in [0, 1]",
            c.loop_enable_frac);
   PG_CHECK(c.smear_gate == "none" || c.smear_gate == "v1" || c.smear_gate == "v2",

@@ -119,6 +119,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.gdn_chunk, "gdn_chunk"));
     f.push_back(PG_FIELD("model", model.gdn_neg_eigval, "gdn_neg_eigval"));
     f.push_back(PG_FIELD("model", model.share_attention, "share_attention"));
+    f.push_back(PG_FIELD("model", model.loop_embeddings, "loop_embeddings"));
     f.push_back(PG_FIELD("model", model.attn_window, "attn_window"));
     f.push_back(PG_FIELD("model", model.unet, "unet"));
     f.push_back(PG_FIELD("model", model_compute_dtype, "compute_dtype"));

@@ -524,3 +524,68 @@ TEST(RecordSwitches, SecondBatchBadValuesFailClearly) {
 
 }  // namespace
 }  // namespace pgolf::model
+
+namespace pgolf::model {
+namespace {
+
+// §5.12 per-pass loop embeddings: one zero-init vector per pass of the loop segment, added to the residual at the
+// start of each pass; the gradient of each vector is the column sum of the residual gradient at its pass.
+TEST(LoopEmbeddings, GradientsMatchFiniteDifferencesLoopedAndPlain) {
+  ModelConfig c = base4();
+  c.loop_start = 1;
+  c.loop_end = 2;
+  c.loop_passes = 2;  // three passes: three vectors
+  c.loop_embeddings = true;
+  c.skip_gates = true;
+  expect_gradients_match(c, 39);  // a new model loops
+  GPT m(c, Device::CPU);
+  const Param* e = m.params().find("loop_embeddings");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->spec.shape, (Shape{3, 32}));
+  EXPECT_EQ(e->spec.init, InitKind::Zeros);
+  EXPECT_EQ(e->spec.group, OptGroup::AdamScalar);
+}
+
+TEST(LoopEmbeddings, EachPassGetsItsOwnVector) {
+  ModelConfig c = base4();
+  c.loop_start = 1;
+  c.loop_end = 2;
+  c.loop_passes = 2;
+  c.loop_embeddings = true;
+  GPT m(c, Device::CPU);
+  randomize(m, 40);
+  const Tensor ids = random_ids(2, 8, 32, 41), targets = random_ids(2, 8, 32, 42);
+  Arena arena(Device::CPU);
+  arena.reserve(m.plan_bytes(2, 8));
+  Tensor loss = Tensor::zeros(Shape{1}, DType::F32);
+  m.params().zero_grads();
+  m.forward_backward(ids, targets, 1.f / 16, arena, loss);
+  const auto g = m.params().get("loop_embeddings").grad.to_float_vector();  // (3, 32)
+  for (int pass = 0; pass < 3; ++pass) {
+    double s = 0, diff = 0;
+    for (int j = 0; j < 32; ++j) {
+      s += std::fabs(g[static_cast<size_t>(pass * 32 + j)]);
+      if (pass > 0) diff += std::fabs(g[static_cast<size_t>(pass * 32 + j)] - g[static_cast<size_t>(j)]);
+    }
+    EXPECT_GT(s, 0) << "pass " << pass;
+    if (pass > 0) EXPECT_GT(diff, 0) << "pass " << pass << " has pass 0's gradient";
+  }
+  // Not looping: only the first vector is used.
+  m.set_looping(false);
+  m.params().zero_grads();
+  m.forward_backward(ids, targets, 1.f / 16, arena, loss);
+  const auto h = m.params().get("loop_embeddings").grad.to_float_vector();
+  double first = 0, rest = 0;
+  for (size_t i = 0; i < h.size(); ++i) (i < 32 ? first : rest) += std::fabs(h[i]);
+  EXPECT_GT(first, 0);
+  EXPECT_EQ(rest, 0);
+}
+
+TEST(LoopEmbeddings, NeedALoop) {
+  ModelConfig c = base4();
+  c.loop_embeddings = true;
+  EXPECT_NE(config_error(c).find("loop_embeddings = true needs a loop"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgolf::model
