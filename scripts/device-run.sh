@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval)
+#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,6 +139,20 @@ for task in "$@"; do
           --tokenizer .carry/data/tokenizers/fineweb_1024_bpe.model --mode sliding --stride 256 --context 1024 \
           --json "$OUT/evalnccl-$v.json" > "$OUT/evalnccl-$v.log" 2>&1
         note "eval $v rc=$? $(grep -iE 'val_bpb' "$OUT/evalnccl-$v.log" | tail -1)"; done ;;
+    loratt) # issue 7 / §8.4: per-document LoRA TTT on a trained run (LORA_RUN, default runs/rec248 + its SP8192 val docs;
+      # for an sp1024 run: LORA_VAL=.carry/data/val/fineweb_val_prefix_sp1024.bin LORA_TOK=.carry/data/tokenizers/fineweb_1024_bpe.model)
+      # 1) the GPU test of the mode, 2) doc scoring vs LoRA at lr 0 (equal up to the last chunk of documents > 2048 tokens),
+      # 3) the record's settings with the audit, 4) the same with warm A; LORA_TOKENS targets, on the clock (LORA_BUDGET s)
+      .carry/bin/pgolf_tests --gtest_filter='EvalLora*' > "$OUT/loratt-gtest.log" 2>&1
+      note "loratt gtest rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/loratt-gtest.log" | tr '\n' ' ')"
+      lsrc=(--run-dir "${LORA_RUN:-runs/rec248}"); [ -n "${LORA_ARTIFACT:-}" ] && lsrc=(--artifact "$LORA_ARTIFACT")
+      lcommon=("${lsrc[@]}" --val "${LORA_VAL:-data-local/rec8192/rec8192_val_*.bin}"
+               --tokenizer "${LORA_TOK:-.carry/data/tokenizers/fineweb_8192_bpe.model}" --context 2048 --max-tokens ${LORA_TOKENS:-1000000})
+      for v in doc lr0 lora warm; do
+        args=(--lora-ttt --time-budget ${LORA_BUDGET:-240}); case $v in doc) args=(--mode doc --stride 64) ;;
+          lr0) args+=(--lora-lr 0) ;; lora) args+=(--audit --audit-tokens 6144 --audit-samples 6) ;; warm) args+=(--lora-warm-a) ;; esac
+        /usr/bin/time -f "wall %e s" $BIN eval "${lcommon[@]}" "${args[@]}" --json "$OUT/loratt-$v.json" > "$OUT/loratt-$v.log" 2>&1
+        note "loratt $v rc=$? $(grep -iE 'audit:|val_bpb|time:|wall' "$OUT/loratt-$v.log" | tail -4 | tr '\n' ' ')"; done ;;
     recgolden) # the record-stack golden fixture (tools/golden/make_record_fixture.py needs PyTorch, which is here)
       python3 tools/golden/make_record_fixture.py --out "$OUT/recfx" > "$OUT/recgolden.log" 2>&1
       note "record golden fixture rc=$? $(tail -2 "$OUT/recgolden.log" | tr '\n' ' ')"; ls -la "$OUT/recfx" ;;

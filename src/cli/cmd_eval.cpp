@@ -38,6 +38,8 @@ struct EvalArgs {
   eval::TapInOptions tapin;
   bool tapin_no_cross = false;
   eval::HashEmbedOptions hash_embed;
+  eval::LoraTttOptions lora;
+  bool mode_given = false;  // --mode was on the command line (LoRA TTT needs doc)
   bool audit = false;
   int audit_samples = 8;
   int64_t audit_tokens = 0;
@@ -67,7 +69,8 @@ std::string eval_signature(const EvalArgs& a) {
                       {"ttt_batch", a.ttt.batch_seqs}, {"ttt_seq_len", a.ttt.seq_len},
                       {"phased", a.phased.enabled}, {"ngram", a.ngram.enabled}, {"tapin", a.tapin.enabled},
                       {"hash_embed", a.hash_embed.enabled}, {"hash_buckets", a.hash_embed.buckets},
-                      {"hash_lr_mult", a.hash_embed.lr_mult}, {"time_budget", a.time_budget}, {"device", a.device}};
+                      {"hash_lr_mult", a.hash_embed.lr_mult}, {"time_budget", a.time_budget}, {"device", a.device},
+                      {"lora", a.lora.enabled}};
   return j.dump();
 }
 
@@ -92,6 +95,16 @@ void run_eval(const EvalArgs& a) {
              "(the mixing walk runs in stream order on one process); run with one rank (world is {})", world);
     PG_CHECK(!a.phased.enabled, "pgolf eval: --phased-ttt cannot be split over ranks yet; run with one rank "
              "(world is {})", world);
+    PG_CHECK(!a.lora.enabled, "pgolf eval: --lora-ttt cannot be split over ranks yet; run with one rank (world is {})",
+             world);
+  }
+  if (a.lora.enabled) {
+    PG_CHECK(!a.mode_given || a.mode == "doc",
+             "pgolf eval --lora-ttt scores documents (its own chunked windows); --mode {} does not apply (use doc or "
+             "leave it out)", a.mode);
+    PG_CHECK(!a.ttt.enabled && !a.phased.enabled && !a.ngram.enabled && !a.tapin.enabled && !a.hash_embed.enabled,
+             "pgolf eval --lora-ttt does not combine with --ttt, --phased-ttt, --ngram, --tapin or --hash-embed yet");
+    eval::check_lora_options(a.lora, a.context);
   }
   const bool lead = !comm || comm->rank() == 0;  // only rank 0 prints and writes JSON
   const Device dev = pick_device(a.device);
@@ -106,7 +119,8 @@ void run_eval(const EvalArgs& a) {
   const double load_s = since(t_load);
 
   eval::EvalOptions opt;
-  opt.mode = eval::parse_mode(a.mode);
+  opt.mode = a.lora.enabled ? eval::Mode::Doc : eval::parse_mode(a.mode);
+  opt.lora = a.lora;
   opt.context = a.context;
   opt.stride = opt.mode == eval::Mode::Plain ? a.context : std::min(a.stride, a.context);
   opt.batch_tokens = a.batch_tokens;
@@ -173,6 +187,11 @@ void run_eval(const EvalArgs& a) {
       aopt.phased.prefix_docs = std::max<int64_t>(aopt.phased.phases, std::min(aopt.phased.prefix_docs, docs - 1));
       aopt.phased.chunk_tokens = std::min<int64_t>(aopt.phased.chunk_tokens, std::max<int64_t>(1, prefix / 4));
     }
+    if (aopt.lora.enabled) {  // several batches inside the audited prefix, so batch resets are audited too
+      const int bos = model->config().bos_id;
+      const int64_t docs = 1 + std::count(head.begin() + 1, head.end() - 1, static_cast<uint16_t>(bos));
+      aopt.lora.docs_per_batch = std::max<int64_t>(1, std::min(aopt.lora.docs_per_batch, docs / 3));
+    }
     // Every rank runs the (unsplit) audit on its own copy: same result, no collectives.
     const eval::AuditReport r = eval::audit(*model, head, luts, aopt, ao);
     audit_s = r.seconds;
@@ -205,9 +224,9 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.audit) phases["audit"] = audit_s;
 
-  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s%s on %s%s\n", eval::mode_name(opt.mode),
+  std::printf("pgolf eval: mode %s, context %lld, stride %lld%s%s%s%s%s%s on %s%s\n", eval::mode_name(opt.mode),
               static_cast<long long>(opt.context), static_cast<long long>(opt.stride),
-              opt.ttt.enabled ? ", score-first TTT" : "", opt.phased.enabled ? ", phased global TTT" : "",
+              opt.lora.enabled ? ", per-document LoRA TTT" : "", opt.ttt.enabled ? ", score-first TTT" : "", opt.phased.enabled ? ", phased global TTT" : "",
               opt.ngram.enabled ? ", n-gram mixture" : "", opt.tapin.enabled ? ", Tap-In" : "",
               a.hash_embed.enabled ? ", eval-time hash embedding" : "",
               std::string(device_name(dev)).c_str(),
@@ -215,6 +234,11 @@ void run_eval(const EvalArgs& a) {
   if (opt.ngram.enabled || opt.tapin.enabled)
     std::printf("mixing: n-gram fired at %lld targets (%zu table entries), Tap-In hints at %lld targets\n",
                 static_cast<long long>(r.ngram_fired), r.ngram_entries, static_cast<long long>(r.tapin_fired));
+  if (opt.lora.enabled)
+    std::printf("LoRA TTT: rank %d, alpha %g, chunk %lld, %lld docs per batch, lr %g, wd %g, %s A, sites %s: %lld AdamW "
+                "steps\n", opt.lora.rank, opt.lora.alpha, static_cast<long long>(opt.lora.chunk),
+                static_cast<long long>(opt.lora.docs_per_batch), opt.lora.lr, opt.lora.weight_decay,
+                opt.lora.warm_a ? "warm" : "fresh", opt.lora.sites.c_str(), static_cast<long long>(r.ttt_steps));
   if (opt.phased.enabled)
     std::printf("phased TTT: %zu global phases, %lld SGD steps\n", r.phase_ends.size(),
                 static_cast<long long>(r.phased_steps));
@@ -259,6 +283,12 @@ void run_eval(const EvalArgs& a) {
                          {"lr", opt.phased.lr},                   {"chunk_tokens", opt.phased.chunk_tokens},
                          {"epochs", opt.phased.epochs},           {"momentum", opt.phased.momentum},
                          {"phase_ends", r.phase_ends},            {"steps", r.phased_steps}};
+    if (opt.lora.enabled)
+      j["lora_ttt"] = {{"rank", opt.lora.rank},   {"alpha", opt.lora.alpha},   {"chunk", opt.lora.chunk},
+                       {"docs_per_batch", opt.lora.docs_per_batch}, {"lr", opt.lora.lr},
+                       {"beta1", opt.lora.beta1}, {"beta2", opt.lora.beta2}, {"eps", opt.lora.eps},
+                       {"weight_decay", opt.lora.weight_decay},     {"warm_a", opt.lora.warm_a},
+                       {"sites", opt.lora.sites}, {"steps", r.ttt_steps}};
     if (a.hash_embed.enabled)
       j["hash_embed"] = {{"buckets", a.hash_embed.buckets}, {"lr_mult", a.hash_embed.lr_mult}};
     if (opt.ngram.enabled)
@@ -285,7 +315,9 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--run-dir", a->run_dir, "Training run folder to score (final weights or checkpoint)");
   sub->add_option("--val", a->val, "Validation shards: file, folder or glob")->required();
   sub->add_option("--tokenizer", a->tokenizer, "SentencePiece model (byte accounting)")->required();
-  sub->add_option("--mode", a->mode, "plain | sliding | doc")->capture_default_str();
+  sub->add_option("--mode", a->mode, "plain | sliding | doc")->capture_default_str()->each([a](const std::string&) {
+    a->mode_given = true;
+  });
   sub->add_option("--context", a->context, "Context length T of every window")->capture_default_str();
   sub->add_option("--stride", a->stride, "Sliding stride s (sliding and doc modes)")->capture_default_str();
   sub->add_option("--batch-tokens", a->batch_tokens, "Tokens per forward pass")->capture_default_str();
@@ -318,6 +350,24 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--hash-embed-buckets", a->hash_embed.buckets, "Hash table rows")->capture_default_str()->needs(hash);
   sub->add_option("--hash-embed-lr-mult", a->hash_embed.lr_mult, "Table lr = this x --ttt-lr")
       ->capture_default_str()->needs(hash);
+  auto* lora = sub->add_flag("--lora-ttt", a->lora.enabled,
+                             "Per-document LoRA TTT (score each 48-target chunk, then one AdamW step on it)");
+  sub->add_option("--lora-rank", a->lora.rank, "LoRA rank r")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-alpha", a->lora.alpha, "LoRA alpha (Delta W = alpha/r B A)")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-chunk", a->lora.chunk, "Targets per chunk (<= --context)")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-docs-per-batch", a->lora.docs_per_batch, "Documents per batch (grouped by length)")
+      ->capture_default_str()->needs(lora);
+  sub->add_option("--lora-lr", a->lora.lr, "AdamW lr")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-beta1", a->lora.beta1, "AdamW beta1")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-beta2", a->lora.beta2, "AdamW beta2")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-eps", a->lora.eps, "AdamW epsilon")->capture_default_str()->needs(lora);
+  sub->add_option("--lora-wd", a->lora.weight_decay, "AdamW decoupled weight decay")->capture_default_str()->needs(lora);
+  sub->add_flag("--lora-warm-a", a->lora.warm_a,
+                "Keep A from the previous batch's document in the same row (the record's; not stream-causal, see "
+                "docs/EVAL.md)")->needs(lora);
+  sub->add_option("--lora-sites", a->lora.sites, "Adapted projections: any of q,k,v,o,mlp,head")
+      ->capture_default_str()->needs(lora);
+  sub->add_option("--lora-seed", a->lora.seed, "Seed of A's init")->needs(lora);
   auto* ngram = sub->add_flag("--ngram", a->ngram.enabled,
                               "Mix a causal n-gram distribution (full, normalised, scored tokens only) into the model's");
   sub->add_option("--ngram-min-order", a->ngram.min_order, "Lowest n-gram order")->capture_default_str()->needs(ngram);

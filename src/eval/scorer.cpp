@@ -178,6 +178,7 @@ void check_inputs(const model::GPT& model, const std::vector<uint16_t>& tokens, 
 EvalResult evaluate(model::GPT& model, const std::vector<uint16_t>& tokens, const data::ByteLuts& luts,
                     const EvalOptions& opt) {
   check_inputs(model, tokens, luts, opt);
+  if (opt.lora.enabled) return evaluate_lora(model, tokens, luts, opt);  // per-document LoRA TTT (lora_ttt.cpp)
   const auto t_start = Clock::now();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int V = model.config().vocab_size;

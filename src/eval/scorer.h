@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/bpb.h"
+#include "eval/lora_ttt.h"
 #include "eval/mixer.h"
 #include "eval/ttt.h"
 #include "eval/windows.h"
@@ -36,6 +37,7 @@ struct EvalOptions {
   PhasedTttOptions phased;       // phased global TTT (§8.4), with or without chunk TTT
   NgramOptions ngram;            // legal n-gram mixture (§8.7, mixer.h)
   TapInOptions tapin;            // Tap-In (§8.6, mixer.h)
+  LoraTttOptions lora;           // per-document LoRA TTT (§8.4, lora_ttt.h): its own document scorer
   bool keep_token_nll = false;   // fill EvalResult::token_nll / score_count (tests, audits)
   std::vector<int64_t> probes;   // target positions whose full distribution is captured
   bool stop_after_probes = false;  // end as soon as every probe is captured (audit reruns)
@@ -69,7 +71,7 @@ struct EvalResult {
   bool partial = false;         // time budget exceeded (or stopped after probes): not the full stream
   std::vector<std::pair<std::string, double>> phase_seconds;  // prepare, score, mix, adapt, global_ttt
   std::vector<ChunkScore> chunks;
-  int64_t ttt_steps = 0;
+  int64_t ttt_steps = 0;         // SGD steps of chunk TTT, or AdamW steps (chunk rounds) of LoRA TTT
   int64_t phased_steps = 0;      // SGD steps of the phased global TTT
   std::vector<int64_t> phase_ends;  // target ends where a global phase ran
   int64_t ngram_fired = 0;       // scored targets where an n-gram order fired

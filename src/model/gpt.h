@@ -126,6 +126,23 @@ class GPT {
   using GradReadyFn = std::function<void(const std::vector<size_t>& params)>;
   void set_grad_ready(GradReadyFn fn) { grad_ready_ = std::move(fn); }
 
+  // Test-time adapters (per-document LoRA TTT, eval/lora_ttt.h; TECHNIQUES.md §8.4), off unless set. When set,
+  // the forward passes each adapted projection's output through `apply` together with the input the adapter
+  // reads: Q, K, V and O all read the normed attention input, the MLP (as a whole) reads its normed input, the
+  // head the final normed state. `slot` is the virtual layer slot (-1 for the head); a GatedDeltaNet layer
+  // gets the MLP site only. Code: gpt_lora.cpp (and one call per site in gpt_forward.cpp).
+  enum class AdapterSite : uint8_t { Q, K, V, O, Mlp, Head };
+  class Adapter {
+   public:
+    virtual ~Adapter() = default;
+    virtual Var apply(Tape& tp, AdapterSite site, int slot, const Var& in, const Var& out) = 0;
+  };
+  void set_adapter(Adapter* a) { adapter_ = a; }
+  Adapter* adapter() const { return adapter_; }
+  // forward_backward that also writes the per-token losses (B*T) f32: score and train in one pass.
+  void forward_backward_losses(const Tensor& ids, const Tensor& targets, float grad_scale, Arena& arena,
+                               const Tensor& losses);
+
   // U-Net split of the current virtual layer list (§4.2, §5.5).
   int num_encoder_layers() const { return cfg_.unet ? static_cast<int>(schedule().size()) / 2 : 0; }
   int num_decoder_layers() const { return static_cast<int>(schedule().size()) - num_encoder_layers(); }
@@ -197,6 +214,11 @@ class GPT {
   Var embed_extras(Tape& tp, const Var& e, const Tensor& ids);
   Var value_extras(Tape& tp, const BlockParams& bp, const Var& v);
   Var out_gate(Tape& tp, const BlockParams& bp, const Var& n, const Var& y);
+
+  // Test-time adapter hook (gpt_lora.cpp): `out` unchanged when no adapter is set.
+  Var adapt(Tape& tp, AdapterSite site, const Var& in, const Var& out);
+  Adapter* adapter_ = nullptr;
+  int adapter_slot_ = -1;  // the virtual slot of the block in flight (counted by attention())
 
   ModelConfig cfg_;
   Device dev_;

@@ -21,6 +21,7 @@ ops::Act parse_activation(const std::string& name) {
 
 Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
   const int64_t B = ids.dim(0), T = ids.dim(1);
+  adapter_slot_ = -1;                                          // test-time adapters (gpt_lora.cpp)
   prepare_documents(tp, ids);                                  // §5.15 (doc_start_ when doc_isolated)
   Var x = tp.embedding(ids.view(Shape{B * T}), p(tok_emb_));  // (B*T, d)
   x = embed_extras(tp, x, ids);                                // BigramHash (§5.9), VE prep (§5.10)
@@ -62,7 +63,7 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
   }
   if (lanes) x = merge_lanes(tp, x, lane_m);
   x = tp.rmsnorm(x);
-  return tp.linear(x, p(tok_emb_));  // (B*T, V) tied head
+  return adapt(tp, AdapterSite::Head, x, tp.linear(x, p(tok_emb_)));  // (B*T, V) tied head
 }
 
 Var GPT::loop_embed(Tape& tp, const Var& x, int layer, int* pass) {
@@ -155,13 +156,14 @@ Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int6
 }
 
 Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int64_t T) {
+  ++adapter_slot_;  // one attention call per virtual slot
   if (bp.gdn >= 0)  // §5.18: a GatedDeltaNet token mixer (gdn_layer.cpp)
     return gdn_mixer(tp, [this](size_t i) -> Param& { return p(i); }, gdn_[static_cast<size_t>(bp.gdn)], cfg_, n, B, T);
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim(), N = B * T;
   const int rot = cfg_.rope_dims > 0 ? cfg_.rope_dims : static_cast<int>(D);
-  Var q = tp.linear(n, p(bp.c_q));  // (N, H*D)
-  Var k = tp.linear(n, p(bp.c_k));  // (N, Hkv*D)
-  Var v = value_extras(tp, bp, tp.linear(n, p(bp.c_v)));  // (N, Hkv*D); VE (§5.10), VRL (§5.11)
+  Var q = adapt(tp, AdapterSite::Q, n, tp.linear(n, p(bp.c_q)));  // (N, H*D)
+  Var k = adapt(tp, AdapterSite::K, n, tp.linear(n, p(bp.c_k)));  // (N, Hkv*D)
+  Var v = value_extras(tp, bp, adapt(tp, AdapterSite::V, n, tp.linear(n, p(bp.c_v))));  // VE (§5.10), VRL (§5.11)
   // Per-head RMSNorm, RoPE and (q only) the QK gain in one fused op each (§5.2, §5.3).
   q = tp.qk_prep(tp.view(q, Shape{B, T, H, D}), &p(bp.q_gain), rot, cfg_.rope_base);
   k = tp.qk_prep(tp.view(k, Shape{B, T, Hkv, D}), nullptr, rot, cfg_.rope_base);
@@ -170,13 +172,14 @@ Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int
   Var y = tp.attention(tp.view(q, Shape{B, T, H, D}), k, tp.view(v, Shape{B, T, Hkv, D}), ap, doc_start_);
   if (bp.xsa) y = tp.xsa(y, tp.view(v, Shape{B, T, Hkv, D}));  // §5.7
   y = out_gate(tp, bp, n, y);                                   // §5.14 (identity when off)
-  return tp.linear(tp.view(y, Shape{N, H * D}), p(bp.attn_proj));  // (N, d)
+  return adapt(tp, AdapterSite::O, n, tp.linear(tp.view(y, Shape{N, H * D}), p(bp.attn_proj)));  // (N, d)
 }
 
 Var GPT::mlp(Tape& tp, const BlockParams& bp, const Var& n) {
   Var h = tp.linear(n, p(bp.fc));  // (N, hidden)
   // act(h) is recomputed in the backward rather than kept (the largest activation of the block).
-  return tp.act_linear(h, parse_activation(cfg_.activation), cfg_.leaky_slope, p(bp.mlp_proj));  // (N, d)
+  return adapt(tp, AdapterSite::Mlp, n,
+               tp.act_linear(h, parse_activation(cfg_.activation), cfg_.leaky_slope, p(bp.mlp_proj)));  // (N, d)
 }
 
 }  // namespace pgolf::model

@@ -56,6 +56,13 @@ ChanParam chan(Param& p);              // the whole parameter, viewed as a vecto
 ChanParam chan_row(Param& p, int64_t row);  // row `row` of a 2-D parameter (e.g. resid_mix[0])
 ChanParam scalar_at(Param& p, int64_t index);  // element `index` of p (flattened) as a (1) vector
 
+// A batch of low-rank factors (tape_lora.cpp, per-document LoRA TTT): value (G, ., .) in the activation dtype
+// (what the matmuls read), grad (G, ., .) f32 that ACCUMULATES (undefined: no gradient).
+struct LoraWeight {
+  Tensor value;
+  Tensor grad;
+};
+
 class Tape {
  public:
   // record_grads=false: forward only (no closures, no gradient nodes), for evaluation.
@@ -135,6 +142,12 @@ class Tape {
   Var gdn_chunk(const Var& q, const Var& k, const Var& v, const Var& g, const Var& beta, int chunk);
   // y, z (same numel) -> y * SiLU(z), in the activation dtype (the GDN output gate).
   Var silu_gate(const Var& y, const Var& z);
+
+  // --- Per-document LoRA (tape_lora.cpp; TECHNIQUES.md §8.4) ---
+  // y + scale * (x A_g^T) B_g^T where row group g = rows [g T, (g + 1) T) of x (N = G T rows) uses its own
+  // A_g (r, in) and B_g (out, r): y (N, out), x (N, in) in the activation dtype, a (G, r, in), b (G, out, r).
+  // Returns a new (N, out) value; the gradient flows to y, x, a.grad and b.grad (batched matmuls only).
+  Var lora_add(const Var& y, const Var& x, const LoraWeight& a, const LoraWeight& b, float scale);
 
   // Terminal op: losses (N) f32 receive the per-token CE of the soft-capped logits (N, V); when
   // recording, d(grad_scale * sum(losses))/dlogits is computed in the same pass and seeds backward().

@@ -1,0 +1,258 @@
+#include "eval/lora_ttt.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "dist/comm.h"
+#include "eval/lora_adapter.h"
+#include "eval/scorer.h"
+#include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+
+namespace pgolf::eval {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Sets the model's adapter for the scope of the evaluation, and takes it off on every exit path.
+struct AdapterGuard {
+  model::GPT& model;
+  AdapterGuard(model::GPT& m, model::GPT::Adapter* a) : model(m) { model.set_adapter(a); }
+  ~AdapterGuard() { model.set_adapter(nullptr); }
+};
+
+// The full log-distribution (V) that scores row `row` of window w: forward_logits on the window alone, then the
+// soft-cap log-softmax (the audit's probe).
+std::vector<float> window_distribution(model::GPT& model, const std::vector<uint16_t>& tokens, const Window& w,
+                                       int64_t row, Arena& arena) {
+  const int V = model.config().vocab_size;
+  std::vector<int32_t> ids(static_cast<size_t>(w.len));
+  for (int64_t i = 0; i < w.len; ++i) ids[static_cast<size_t>(i)] = tokens[static_cast<size_t>(w.start + i)];
+  const Tensor ids_t = Tensor::from_vector(ids, Shape{1, w.len}, model.device());
+  Tensor logits = Tensor::empty(Shape{w.len, V}, model.config().act_dtype, model.device());
+  model.forward_logits(ids_t, arena, logits);
+  Tensor lp = Tensor::empty(Shape{w.len, V}, DType::F32, model.device());
+  ops::copy(logits, lp);
+  ops::softcap_log_softmax(lp, model.config().logit_softcap, lp);
+  return lp.slice(row, row + 1).to_float_vector();
+}
+
+}  // namespace
+
+std::vector<bool> parse_lora_sites(const std::string& spec) {
+  static const char* names[] = {"q", "k", "v", "o", "mlp", "head"};
+  std::vector<bool> on(6, false);
+  std::stringstream ss(spec);
+  std::string item;
+  int count = 0;
+  while (std::getline(ss, item, ',')) {
+    const auto it = std::find(std::begin(names), std::end(names), item);
+    PG_CHECK(it != std::end(names), "eval: --lora-sites entry '{}' is not one of q, k, v, o, mlp, head", item);
+    on[static_cast<size_t>(it - std::begin(names))] = true;
+    ++count;
+  }
+  PG_CHECK(count > 0, "eval: --lora-sites '{}' names no projection (use e.g. q,k,v,o,mlp,head)", spec);
+  return on;
+}
+
+void check_lora_options(const LoraTttOptions& o, int64_t context) {
+  PG_CHECK(o.rank >= 1, "eval: --lora-rank {} must be >= 1", o.rank);
+  PG_CHECK(std::isfinite(o.alpha) && o.alpha > 0, "eval: --lora-alpha {} must be > 0", o.alpha);
+  PG_CHECK(o.chunk >= 1 && o.chunk <= context,
+           "eval: --lora-chunk {} must be in [1, --context {}] (a chunk is scored inside one window)", o.chunk, context);
+  PG_CHECK(o.docs_per_batch >= 1, "eval: --lora-docs-per-batch {} must be >= 1", o.docs_per_batch);
+  PG_CHECK(std::isfinite(o.lr) && o.lr >= 0, "eval: --lora-lr {} must be >= 0", o.lr);
+  PG_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+           "eval: --lora-beta1 {} and --lora-beta2 {} must be in [0, 1)", o.beta1, o.beta2);
+  PG_CHECK(o.eps > 0, "eval: --lora-eps {} must be > 0", o.eps);
+  PG_CHECK(o.weight_decay >= 0 && o.lr * o.weight_decay < 1,
+           "eval: --lora-wd {} must be >= 0 with lr * wd < 1", o.weight_decay);
+  (void)parse_lora_sites(o.sites);
+}
+
+std::vector<LoraDoc> find_documents(const uint16_t* tokens, int64_t n, int bos_id) {
+  std::vector<LoraDoc> docs;
+  int64_t begin = 0;
+  for (int64_t i = 1; i < n - 1; ++i) {
+    if (tokens[i] != bos_id) continue;
+    docs.push_back(LoraDoc{begin, i});  // its targets run to and include the next BOS
+    begin = i;
+  }
+  if (n - 1 > begin) docs.push_back(LoraDoc{begin, n - 1});
+  return docs;
+}
+
+int64_t lora_num_chunks(const LoraDoc& d, int64_t chunk) { return (d.targets() + chunk - 1) / chunk; }
+
+Window lora_chunk_window(const LoraDoc& d, int64_t c, int64_t chunk, int64_t context) {
+  const int64_t first = d.begin + c * chunk + 1, last = std::min(d.begin + (c + 1) * chunk, d.end);
+  PG_CHECK(first <= last, "lora: chunk {} of a document of {} targets", c, d.targets());
+  // The window starts where a full chunk's would: the last chunk ends at the document's end (the next BOS), so
+  // starting it at `last - context` would let the context of every target of that chunk depend on where the
+  // document ends, i.e. on later tokens (the audit catches that variant on documents longer than the context).
+  Window w;
+  w.start = std::max(d.begin, d.begin + (c + 1) * chunk - context);
+  w.len = last - w.start;
+  w.score_from = first - 1 - w.start;
+  return w;
+}
+
+std::vector<std::vector<size_t>> lora_batches(const std::vector<LoraDoc>& docs, int64_t per_batch) {
+  std::vector<size_t> order(docs.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return docs[a].targets() > docs[b].targets(); });
+  std::vector<std::vector<size_t>> out;
+  for (size_t i = 0; i < order.size(); i += static_cast<size_t>(per_batch))
+    out.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
+                     order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), i + static_cast<size_t>(per_batch))));
+  return out;
+}
+
+EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens, const data::ByteLuts& luts,
+                         const EvalOptions& opt) {
+  const LoraTttOptions& lo = opt.lora;
+  check_lora_options(lo, opt.context);
+  PG_CHECK(!opt.ttt.enabled && !opt.phased.enabled && !opt.ngram.enabled && !opt.tapin.enabled,
+           "eval: --lora-ttt does not combine with --ttt, --phased-ttt, --ngram or --tapin yet");
+  PG_CHECK(!(opt.comm && opt.comm->world() > 1), "eval: --lora-ttt runs on one rank (world {})", opt.comm->world());
+  PG_CHECK(opt.leak == TestLeak::None || opt.leak == TestLeak::TrainBeforeScore || opt.leak == TestLeak::InputSeesTarget,
+           "eval: this test leak is not implemented for LoRA TTT");
+  const auto t_start = Clock::now();
+  const int64_t n = static_cast<int64_t>(tokens.size()), T = opt.context, K = lo.chunk;
+  EvalResult res;
+  res.stream_targets = n - 1;
+
+  // --- prepare: documents, batches, adapters, buffers.
+  const std::vector<LoraDoc> docs = find_documents(tokens.data(), n, model.config().bos_id);
+  const std::vector<std::vector<size_t>> batches = lora_batches(docs, lo.docs_per_batch);
+  for (const LoraDoc& d : docs) res.total_windows += lora_num_chunks(d, K);
+  const int64_t P = std::min<int64_t>(lo.docs_per_batch, static_cast<int64_t>(docs.size()));
+  LoraAdapters adapters(model, lo, P);
+  AdapterGuard guard(model, &adapters);
+  Arena arena(model.device(), "lora ttt arena");
+  adapters.use_rows(0, P);
+  size_t plan = model.plan_bytes(P, T, /*with_backward=*/true);
+  if (!opt.probes.empty()) {
+    adapters.use_rows(0, 1);
+    plan = std::max(plan, model.plan_bytes(1, T, false));
+  }
+  arena.reserve(plan + plan / 8 + (1 << 20));
+  const Device dev = model.device();
+  Tensor ids_d = Tensor::empty(Shape{P * T}, DType::I32, dev), targets_d = Tensor::empty(Shape{P * T}, DType::I32, dev);
+  Tensor losses_d = Tensor::empty(Shape{P * T}, DType::F32, dev);
+  std::vector<int32_t> ids(static_cast<size_t>(P * T)), targets(ids.size());
+  if (opt.keep_token_nll) {
+    res.token_nll.assign(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+    res.score_count.assign(static_cast<size_t>(n), 0);
+  }
+  std::vector<int64_t> pending = opt.probes;
+  std::sort(pending.begin(), pending.end());
+  pending.erase(std::unique(pending.begin(), pending.end()), pending.end());
+  const double t_prepare = seconds_since(t_start);
+
+  // --- score each chunk, then step the documents that have more chunks.
+  double t_score = 0, t_adapt = 0;
+  bool stop = false;
+  const bool see_target = opt.leak == TestLeak::InputSeesTarget;
+  for (const std::vector<size_t>& batch : batches) {
+    if (stop) break;
+    const int64_t nb = static_cast<int64_t>(batch.size());
+    adapters.begin_batch(nb);
+    std::vector<int64_t> chunks(static_cast<size_t>(nb));
+    for (int64_t r = 0; r < nb; ++r) chunks[static_cast<size_t>(r)] = lora_num_chunks(docs[batch[static_cast<size_t>(r)]], K);
+    for (int64_t c = 0; c < chunks[0] && !stop; ++c) {
+      // Documents are longest first, so those with chunk c (n_act) and those with a chunk after it (n_train)
+      // are prefixes of the batch.
+      int64_t n_act = 0, n_train = 0;
+      while (n_act < nb && chunks[static_cast<size_t>(n_act)] > c) ++n_act;
+      while (n_train < nb && chunks[static_cast<size_t>(n_train)] > c + 1) ++n_train;
+      std::vector<Window> ws(static_cast<size_t>(n_act));
+      int64_t row_len = 0;
+      for (int64_t r = 0; r < n_act; ++r) {
+        ws[static_cast<size_t>(r)] = lora_chunk_window(docs[batch[static_cast<size_t>(r)]], c, K, T);
+        row_len = std::max(row_len, ws[static_cast<size_t>(r)].len);
+      }
+      // Rows: the window's tokens; only the chunk's targets count (context rows and padding are ignored), so the
+      // training loss is exactly the loss of the targets just scored.
+      for (int64_t r = 0; r < n_act; ++r) {
+        const Window& w = ws[static_cast<size_t>(r)];
+        for (int64_t i = 0; i < row_len; ++i) {
+          const size_t k = static_cast<size_t>(r * row_len + i);
+          const size_t t = static_cast<size_t>(w.start + i + 1);
+          ids[k] = i < w.len ? (see_target ? tokens[t] : tokens[t - 1]) : 0;
+          targets[k] = i >= w.score_from && i < w.len ? tokens[t] : -1;
+        }
+      }
+      const Shape sh{n_act, row_len};
+      const Tensor ids_t = ids_d.slice(0, n_act * row_len).view(sh), tg_t = targets_d.slice(0, n_act * row_len).view(sh);
+      const Tensor losses_t = losses_d.slice(0, n_act * row_len);
+      ids_t.copy_from(Tensor::from_blob(ids.data(), sh, DType::I32, Device::CPU));
+      tg_t.copy_from(Tensor::from_blob(targets.data(), sh, DType::I32, Device::CPU));
+      const float grad_scale = 1.f / static_cast<float>(K);  // mean over the chunk's K targets, per document
+      if (opt.leak == TestLeak::TrainBeforeScore && n_train > 0) {  // illegal on purpose (auditor tests only)
+        adapters.use_rows(0, n_act);
+        adapters.zero_grad(n_act);
+        model.forward_backward_losses(ids_t, tg_t, grad_scale, arena, losses_t);
+        adapters.step(n_act);
+      }
+      const auto ts = Clock::now();
+      adapters.use_rows(0, n_act);
+      const bool train = n_train > 0 && opt.leak != TestLeak::TrainBeforeScore;
+      if (train) {
+        adapters.zero_grad(n_act);
+        model.forward_backward_losses(ids_t, tg_t, grad_scale, arena, losses_t);
+      } else {
+        model.forward_losses(ids_t, tg_t, arena, losses_t);
+      }
+      const std::vector<float> losses = losses_t.to_float_vector();
+      // Commit the chunk's NLL (and capture probes) with the adapters as they were when it was scored.
+      for (int64_t r = 0; r < n_act; ++r) {
+        const Window& w = ws[static_cast<size_t>(r)];
+        double nll = 0;
+        for (int64_t i = w.score_from; i < w.len; ++i) {
+          const double l = losses[static_cast<size_t>(r * row_len + i)];
+          nll += l;
+          const int64_t t = w.start + i + 1;
+          if (opt.keep_token_nll) {
+            res.token_nll[static_cast<size_t>(t)] = static_cast<float>(l);
+            ++res.score_count[static_cast<size_t>(t)];
+          }
+          auto it = std::lower_bound(pending.begin(), pending.end(), t);
+          if (it != pending.end() && *it == t) {
+            adapters.use_rows(r, 1);
+            res.probes.push_back(Probe{t, window_distribution(model, tokens, w, i, arena), l});
+            pending.erase(it);
+          }
+        }
+        res.acc.add(nll, w.scored(), data::count_scored_bytes(luts, tokens.data(), w.first_target(), w.end_target()));
+      }
+      res.windows += n_act;
+      const double dt = seconds_since(ts);
+      const auto ta = Clock::now();
+      if (train) {
+        adapters.step(n_train);  // only now: every target it trains on is in the total above
+        ++res.ttt_steps;
+      }
+      if (train) t_adapt += dt + seconds_since(ta);
+      else t_score += dt;
+      if (opt.time_budget_s > 0 && seconds_since(t_start) > opt.time_budget_s) stop = true;
+      if (opt.stop_after_probes && !opt.probes.empty() && pending.empty()) stop = true;
+    }
+  }
+  // The base weights never change, but the LoRA passes accumulated their gradients: give the caller clean ones.
+  model.params().zero_grads();
+  res.partial = res.windows < res.total_windows;
+  res.phase_seconds = {{"prepare", t_prepare}, {"score", t_score}, {"adapt", t_adapt}};
+  return res;
+}
+
+}  // namespace pgolf::eval
