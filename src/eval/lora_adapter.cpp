@@ -115,13 +115,13 @@ void LoraAdapters::step(int64_t n) {
 model::Var LoraAdapters::apply(model::Tape& tp, Site site, int slot, const model::Var& in, const model::Var& out) {
   Entry* e = find(site, slot);
   if (e == nullptr) return out;
-  const int64_t a = first_, z = first_ + count_;
+  const int64_t lo = first_, hi = first_ + count_;
   auto weight = [&](const Mat& m) {
-    return model::LoraWeight{(m.compute.defined() ? m.compute : m.value).slice(a, z), m.grad.slice(a, z)};
+    return model::LoraWeight{(m.compute.defined() ? m.compute : m.value).slice(lo, hi), m.grad.slice(lo, hi)};
   };
-  model::Var z = tp.lora_add(out, in, weight(e->a), weight(e->b), scale_);
+  model::Var y = tp.lora_add(out, in, weight(e->a), weight(e->b), scale_);
   tp.release(out);  // the base projection's output is read by nothing else: free it now
-  return z;
+  return y;
 }
 
 std::vector<LoraAdapters::Factor> LoraAdapters::factors() const {
