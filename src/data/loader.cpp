@@ -1,64 +1,9 @@
 #include "data/loader.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "core/error.h"
 #include "data/shard.h"
 
 namespace pgolf::data {
-
-namespace {
-
-// Read-only mapping of one shard's token array.
-class MappedShard {
- public:
-  MappedShard() = default;
-  explicit MappedShard(const ShardInfo& info) : n_(info.n_tokens) {
-    const size_t bytes = kShardHeaderBytes + 2 * static_cast<size_t>(n_);
-    int fd = ::open(info.path.c_str(), O_RDONLY);
-    PG_CHECK(fd >= 0, "cannot open shard {}: {}", info.path, std::strerror(errno));
-    void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    PG_CHECK(p != MAP_FAILED, "cannot map shard {}: {}", info.path, std::strerror(err));
-    ::madvise(p, bytes, MADV_SEQUENTIAL);
-    base_ = p;
-    bytes_ = bytes;
-  }
-  ~MappedShard() { reset(); }
-  MappedShard(MappedShard&& o) noexcept { *this = std::move(o); }
-  MappedShard& operator=(MappedShard&& o) noexcept {
-    if (this != &o) {
-      reset();
-      std::swap(base_, o.base_);
-      std::swap(bytes_, o.bytes_);
-      std::swap(n_, o.n_);
-    }
-    return *this;
-  }
-  const uint16_t* tokens() const {
-    return reinterpret_cast<const uint16_t*>(static_cast<const char*>(base_) + kShardHeaderBytes);
-  }
-  int64_t size() const { return n_; }
-
- private:
-  void reset() {
-    if (base_) ::munmap(base_, bytes_);
-    base_ = nullptr;
-    bytes_ = 0;
-    n_ = 0;
-  }
-  void* base_ = nullptr;
-  size_t bytes_ = 0;
-  int64_t n_ = 0;
-};
-
-}  // namespace
 
 struct TokenStream::Impl {
   std::vector<std::string> paths;
@@ -69,7 +14,8 @@ struct TokenStream::Impl {
   MappedShard mapped;
 
   void open(int64_t index) {
-    mapped = MappedShard(ShardInfo{paths[static_cast<size_t>(index)], sizes[static_cast<size_t>(index)]});
+    mapped = MappedShard(ShardInfo{paths[static_cast<size_t>(index)], sizes[static_cast<size_t>(index)]},
+                         MappedShard::Access::Sequential);
     shard = index;
     pos = 0;
   }
@@ -140,13 +86,6 @@ int64_t TokenStream::total_tokens() const { return impl_->total; }
 
 DistributedTokenLoader::DistributedTokenLoader(const std::string& pattern) : stream_(pattern) {}
 
-namespace {
-
-struct SplitSizes {
-  int64_t local_tokens;
-  int64_t rows;
-};
-
 SplitSizes split_sizes(int64_t global_tokens, int64_t seq_len, int world, int grad_accum) {
   PG_CHECK(world >= 1 && grad_accum >= 1 && seq_len >= 1, "next_batch: world {}, grad_accum {}, seq_len {} must be >= 1",
            world, grad_accum, seq_len);
@@ -158,6 +97,8 @@ SplitSizes split_sizes(int64_t global_tokens, int64_t seq_len, int world, int gr
            seq_len);
   return {local, local / seq_len};
 }
+
+namespace {
 
 Batch make_batch(const int32_t* span, const SplitSizes& s, int64_t seq_len) {
   Batch b;

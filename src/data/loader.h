@@ -55,6 +55,14 @@ struct Batch {
   int64_t seq_len = 0;
 };
 
+// Tokens per rank and micro-step (global / (world x grad_accum)) and the rows of seq_len they make; fails
+// clearly when the sizes do not divide.
+struct SplitSizes {
+  int64_t local_tokens;
+  int64_t rows;
+};
+SplitSizes split_sizes(int64_t global_tokens, int64_t seq_len, int world, int grad_accum);
+
 class DistributedTokenLoader {
  public:
   explicit DistributedTokenLoader(const std::string& pattern);

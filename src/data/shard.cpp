@@ -1,7 +1,10 @@
 #include "data/shard.h"
 
+#include <fcntl.h>
 #include <glob.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -124,6 +127,44 @@ void check_tokens_fit(const std::string& path, int vocab_size) {
   const int max_id = max_token_id(path);
   PG_CHECK(max_id < vocab_size, "shard {} holds token id {} but the vocabulary has only {} entries "
            "(tokenizer / model vocabulary mismatch)", path, max_id, vocab_size);
+}
+
+MappedShard::MappedShard(const ShardInfo& info, Access access) : n_(info.n_tokens) {
+  const size_t bytes = kShardHeaderBytes + 2 * static_cast<size_t>(n_);
+  int fd = ::open(info.path.c_str(), O_RDONLY);
+  PG_CHECK(fd >= 0, "cannot open shard {}: {}", info.path, std::strerror(errno));
+  void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  PG_CHECK(p != MAP_FAILED, "cannot map shard {}: {}", info.path, std::strerror(err));
+  ::madvise(p, bytes, access == Access::Sequential ? MADV_SEQUENTIAL : MADV_RANDOM);
+  base_ = p;
+  bytes_ = bytes;
+}
+
+MappedShard::~MappedShard() { reset(); }
+
+MappedShard::MappedShard(MappedShard&& o) noexcept { *this = std::move(o); }
+
+MappedShard& MappedShard::operator=(MappedShard&& o) noexcept {
+  if (this != &o) {
+    reset();
+    std::swap(base_, o.base_);
+    std::swap(bytes_, o.bytes_);
+    std::swap(n_, o.n_);
+  }
+  return *this;
+}
+
+const uint16_t* MappedShard::tokens() const {
+  return reinterpret_cast<const uint16_t*>(static_cast<const char*>(base_) + kShardHeaderBytes);
+}
+
+void MappedShard::reset() {
+  if (base_) ::munmap(base_, bytes_);
+  base_ = nullptr;
+  bytes_ = 0;
+  n_ = 0;
 }
 
 }  // namespace pgolf::data

@@ -30,6 +30,25 @@ void write_shard(const std::string& path, const uint16_t* tokens, int64_t n_toke
 // fails naming the pattern when nothing matches.
 std::vector<std::string> list_shards(const std::string& pattern);
 
+// Read-only memory mapping of one shard's token array (only the pages read are loaded).
+class MappedShard {
+ public:
+  enum class Access { Sequential, Random };  // a hint to the kernel's read-ahead
+  MappedShard() = default;
+  MappedShard(const ShardInfo& info, Access access);  // fails naming the file
+  ~MappedShard();
+  MappedShard(MappedShard&& o) noexcept;
+  MappedShard& operator=(MappedShard&& o) noexcept;
+  const uint16_t* tokens() const;
+  int64_t size() const { return n_; }
+
+ private:
+  void reset();
+  void* base_ = nullptr;
+  size_t bytes_ = 0;
+  int64_t n_ = 0;
+};
+
 // Largest token id in a shard (-1 when empty); streams the file in chunks.
 int max_token_id(const std::string& path);
 // Fails naming the shard when it holds an id >= vocab_size (a tokenizer / model vocabulary mismatch).

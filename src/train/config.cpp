@@ -182,6 +182,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("data", data.train, "train"));
     f.push_back(PG_FIELD("data", data.val, "val"));
     f.push_back(PG_FIELD("data", data.tokenizer, "tokenizer"));
+    f.push_back(PG_FIELD("data", data.loader, "loader"));
     f.push_back(PG_FIELD("output", output.run_dir, "run_dir"));
     return f;
   }();
@@ -415,6 +416,8 @@ void validate(const Config& c, int world_size) {
   PG_CHECK(c.qat.bits >= 2 && c.qat.bits <= 8, "config: qat.bits must be in [2, 8], got {}", c.qat.bits);
   PG_CHECK(c.qat.lr_threshold > 0, "config: qat.lr_threshold must be > 0 (> 1 = the whole run), got {}",
            c.qat.lr_threshold);
+  PG_CHECK(c.data.loader == "sequential" || c.data.loader == "shuffled",
+           "config: data.loader '{}' is not one of sequential, shuffled", c.data.loader);
   PG_CHECK(t.warmdown_shape == "linear" || t.warmdown_shape == "cosine",
            "config: train.warmdown_shape '{}' is not one of linear, cosine", t.warmdown_shape);
   PG_CHECK(t.lr_warmup_steps >= 0, "config: train.lr_warmup_steps must be >= 0, got {}", t.lr_warmup_steps);

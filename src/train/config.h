@@ -71,6 +71,10 @@ struct DataSection {
   std::string train = "data-local/default/default_train_*.bin";
   std::string val = "data-local/default/default_val_*.bin";
   std::string tokenizer = "data-local/default/default_1024_bpe.model";
+  // sequential: the baseline's stream in file order (§2.5 TokenStream); shuffled: random T-token windows
+  // drawn over the whole corpus (§2.5 ShuffledSequenceLoader, the records of 2026-04-05 … 04-09), seeded by
+  // train.seed.
+  std::string loader = "sequential";
 };
 
 // Late QAT (TECHNIQUES.md §7.3, quant/qat.h): the block matrices are fake-quantized in the forward

@@ -16,6 +16,7 @@
 #include "data/bpb.h"
 #include "data/file_util.h"
 #include "data/loader.h"
+#include "data/train_loader.h"
 #include "data/shard.h"
 #include "dist/comm.h"
 #include "model/gpt.h"
@@ -190,8 +191,8 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
                        static_cast<double>(arena.capacity()) / (1 << 20), validator.rows(), validator.rows() * T,
                        validator.scored_bytes(), val_pass_rows));
 
-  data::DistributedTokenLoader loader(cfg.data.train);
-  const data::DistributedTokenLoader::State loader_start = loader.state();
+  data::TrainLoader loader(cfg.data.loader, cfg.data.train, T, rank, world, cfg.train.seed);
+  const data::TrainLoader::State loader_start = loader.state();
   Tensor ids = Tensor::empty(Shape{B, T}, DType::I32, dev);
   Tensor targets = Tensor::empty(Shape{B, T}, DType::I32, dev);
   // Whole-step CUDA graphs (step_graph.h) on one GPU: a step's micro-batches are staged in device buffers

@@ -93,6 +93,30 @@ TEST(Trainer, ResumeIsBitIdentical) {
   EXPECT_EQ(final_events, 1);
 }
 
+// The shuffled loader (§2.5) draws other batches than the stream, and its position (sequences drawn)
+// travels in the checkpoint: the resumed run repeats the uninterrupted one exactly.
+TEST(Trainer, ResumeIsBitIdenticalWithTheShuffledLoader) {
+  TinyRun t("shuffled");
+  std::vector<double> sequential, full, part;
+  run_training(t.cfg, t.opts("seq", &sequential));
+  t.cfg.data.loader = "shuffled";
+  run_training(t.cfg, t.opts("full", &full));
+  ASSERT_EQ(full.size(), 6u);
+  EXPECT_NE(full, sequential);
+  RunOptions o = t.opts("split", &part);
+  o.interrupt_after_steps = 4;
+  run_training(t.cfg, o);
+  o.interrupt_after_steps = -1;
+  o.resume = true;
+  run_training(t.cfg, o);
+  ASSERT_EQ(part.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(full[i], part[i]) << "step " << i + 1;
+  Config seq = t.cfg;
+  seq.data.loader = "sequential";  // a checkpoint of the shuffled loader does not resume the stream
+  const std::string e = error_of([&] { run_training(seq, o); });
+  EXPECT_NE(e.find("shuffled loader"), std::string::npos) << e;
+}
+
 TEST(Trainer, NonFiniteStopsAndKeepsTheLastGoodCheckpoint) {
   TinyRun t("nan");
   t.cfg.train.warmup_steps = 0;

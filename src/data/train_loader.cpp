@@ -1,0 +1,41 @@
+#include "data/train_loader.h"
+
+#include "core/error.h"
+
+namespace pgolf::data {
+
+TrainLoader::TrainLoader(const std::string& kind, const std::string& pattern, int64_t seq_len, int rank, int world,
+                         uint64_t seed)
+    : kind_(kind) {
+  if (kind == "sequential")
+    sequential_ = std::make_unique<DistributedTokenLoader>(pattern);
+  else if (kind == "shuffled")
+    shuffled_ = std::make_unique<ShuffledSequenceLoader>(pattern, seq_len, rank, world, seed);
+  else
+    PG_FAIL("data.loader '{}' is not one of sequential, shuffled", kind);
+}
+
+Batch TrainLoader::next_batch(int64_t global_tokens, int64_t seq_len, int rank, int world, int grad_accum) {
+  return sequential_ ? sequential_->next_batch(global_tokens, seq_len, rank, world, grad_accum)
+                     : shuffled_->next_batch(global_tokens, seq_len, rank, world, grad_accum);
+}
+
+TrainLoader::State TrainLoader::state() const {
+  if (shuffled_) return {kShuffled, shuffled_->sequences_drawn()};
+  const auto s = sequential_->state();
+  return {s.shard, s.pos};
+}
+
+void TrainLoader::restore(const State& s) {
+  if (shuffled_) {
+    PG_CHECK(s.shard == kShuffled,
+             "the checkpoint's data position was saved by the sequential loader, but data.loader is 'shuffled'");
+    shuffled_->restore(s.pos);
+  } else {
+    PG_CHECK(s.shard != kShuffled,
+             "the checkpoint's data position was saved by the shuffled loader, but data.loader is 'sequential'");
+    sequential_->restore({s.shard, s.pos});
+  }
+}
+
+}  // namespace pgolf::data
