@@ -49,6 +49,10 @@ struct OptimSection {
   std::string muon_coefficients = "baseline";  // baseline (3.4445, -4.7750, 2.0315) | polar_express
   bool muon_row_normalize = false;             // MuonEq-R (§6.1)
   bool muon_sharded = true;                    // data parallel: each rank orthogonalises its share (§6.2)
+  // Data parallel "Parallel Muon" (§6.2, docs/DISTRIBUTED.md): the Muon gradients are reduce-scattered instead of
+  // all-reduced and each rank keeps the momentum of the matrices it owns only (1/world of the memory). Needs
+  // muon_sharded; a no-op with one rank.
+  bool muon_shard_momentum = false;
   double beta1 = 0.9;
   double beta2 = 0.95;
   double adam_eps = 1e-8;

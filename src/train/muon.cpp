@@ -73,17 +73,22 @@ Tensor newton_schulz(const Tensor& x, NsScratch& s, const std::vector<NsCoeffs>&
 
 Muon::Muon(std::vector<model::Param*> params, const MuonOptions& opt, Device dev)
     : params_(std::move(params)), opt_(opt), dev_(dev) {
-  for (auto* p : params_) {
+  for (auto* p : params_)
     PG_CHECK(p->spec.shape.size() == 2, "Muon: parameter {} has shape {}; Muon takes matrices only", p->spec.name,
              p->spec.shape.str());
-    bufs_.push_back(Tensor::zeros(p->spec.shape, DType::F32, dev));
-  }
+  build_single();
+}
+
+void Muon::build_single() {
+  bufs_.clear();
+  for (auto* p : params_) bufs_.push_back(Tensor::zeros(p->spec.shape, DType::F32, dev_));
   // Stacks of same-shape matrices for the single-rank step, in a fixed order (by shape, then list order).
+  stacks_.clear();
   std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
   for (size_t i = 0; i < params_.size(); ++i) by_shape[{params_[i]->spec.shape[0], params_[i]->spec.shape[1]}].push_back(i);
   for (auto& [shape, members] : by_shape) {
     const auto k = static_cast<int64_t>(members.size());
-    stacks_.push_back(Stack{members, NsScratch::make(shape.first, shape.second, opt_.ns_dtype, dev, k)});
+    stacks_.push_back(Stack{members, NsScratch::make(shape.first, shape.second, opt_.ns_dtype, dev_, k)});
   }
 }
 
@@ -97,19 +102,12 @@ std::array<float, 3> Muon::apply_hp(size_t i, float lr, float weight_decay) cons
 void Muon::step(const Tensor& hp_momentum, const Tensor& hp_apply) {
   PG_CHECK(hp_apply.numel() == static_cast<int64_t>(3 * params_.size()), "Muon::step: hp_apply has {} values, need {}",
            hp_apply.numel(), 3 * params_.size());
-  if (comm_)
+  if (shards_momentum())
+    step_sharded_momentum(hp_momentum, hp_apply);
+  else if (comm_)
     step_sharded(hp_momentum, hp_apply);
   else
     step_single(hp_momentum, hp_apply);
-}
-
-Tensor Muon::momentum_and_ns(size_t i, const Tensor& hp_momentum, bool orthogonalize) {
-  model::Param& p = *params_[i];
-  NsScratch& s = scratch_.at({p.spec.shape[0], p.spec.shape[1]});
-  ops::muon_momentum(p.grad, bufs_[i], s.x0, hp_momentum, opt_.nesterov);  // U -> x0 (NS dtype)
-  if (!orthogonalize) return Tensor();
-  if (opt_.row_normalize) ops::row_normalize(s.x0, 1e-7f);
-  return newton_schulz(s.x0, s, opt_.coeffs, opt_.steps);
 }
 
 static Tensor apply_slice(const Tensor& hp_apply, size_t i) {
@@ -134,67 +132,11 @@ void Muon::step_single(const Tensor& hp_momentum, const Tensor& hp_apply) {
   }
 }
 
-void Muon::step_sharded(const Tensor& hp_momentum, const Tensor& hp_apply) {
-  const int rank = comm_->rank();
-  for (Bank& b : banks_) {
-    const Shape mat{b.rows, b.cols};
-    for (size_t k = 0; k < b.members.size(); ++k) {
-      const bool mine = b.owner[k] == rank;
-      Tensor x = momentum_and_ns(b.members[k], hp_momentum, mine);
-      if (mine) b.send.slice(b.slot[k], b.slot[k] + 1).view(mat).copy_from(x);
-    }
-    comm_->all_gather(b.send, b.gathered);
-    for (size_t k = 0; k < b.members.size(); ++k) {
-      const int64_t at = b.owner[k] * b.per_rank + b.slot[k];  // all_gather puts rank r's slots at [r per, (r+1) per)
-      ops::muon_apply(params_[b.members[k]]->value, b.gathered.slice(at, at + 1).view(mat),
-                      apply_slice(hp_apply, b.members[k]));
-    }
-  }
-}
-
-void Muon::shard_over(dist::Communicator* comm) {
-  banks_.clear();
-  comm_ = comm && comm->world() > 1 ? comm : nullptr;
-  if (!comm_) return;
-  // The sharded step orthogonalises one matrix at a time: one scratch set per shape.
-  for (auto* p : params_) {
-    auto key = std::make_pair(p->spec.shape[0], p->spec.shape[1]);
-    if (!scratch_.count(key)) scratch_.emplace(key, NsScratch::make(key.first, key.second, opt_.ns_dtype, dev_));
-  }
-  const int world = comm_->world();
-  // Banks in a fixed order (by shape, members in list order), identical on every rank.
-  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
-  for (size_t i = 0; i < params_.size(); ++i) by_shape[{params_[i]->spec.shape[0], params_[i]->spec.shape[1]}].push_back(i);
-  int64_t dealt = 0;  // matrices dealt so far: the round-robin continues across banks, so ranks stay within one
-  for (auto& [shape, members] : by_shape) {
-    Bank b;
-    b.rows = shape.first;
-    b.cols = shape.second;
-    b.members = members;
-    const auto k = static_cast<int64_t>(members.size());
-    b.per_rank = (k + world - 1) / world;
-    for (int64_t j = 0; j < k; ++j) {
-      b.owner.push_back(static_cast<int>((dealt + j) % world));
-      b.slot.push_back(j / world);
-    }
-    dealt += k;
-    // Unused slots stay zero; they travel but are never applied.
-    b.send = Tensor::zeros(Shape{b.per_rank, b.rows, b.cols}, opt_.ns_dtype, dev_);
-    b.gathered = Tensor::zeros(Shape{world * b.per_rank, b.rows, b.cols}, opt_.ns_dtype, dev_);
-    banks_.push_back(std::move(b));
-  }
-}
-
-size_t Muon::owned_count() const {
-  if (!comm_) return params_.size();
-  size_t n = 0;
-  for (const Bank& b : banks_)
-    for (int o : b.owner) n += o == comm_->rank() ? 1 : 0;
-  return n;
-}
-
 void Muon::reset_state() {
-  for (auto& b : bufs_) b.zero_();
+  for (auto& b : bufs_)
+    if (b.defined()) b.zero_();
+  for (auto& b : banks_)
+    if (b.mom.defined()) b.mom.zero_();
 }
 
 }  // namespace pgolf::train

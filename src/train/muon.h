@@ -63,14 +63,36 @@ class Muon {
   // Sharded step (TECHNIQUES.md §6.2, docs/DISTRIBUTED.md): with comm->world() > 1, the matrices are grouped by
   // shape into banks and dealt round-robin over the ranks (matrix i of the whole list to rank i mod world, as the
   // reference's §4.4 split); each rank runs Newton–Schulz on its own matrices only, one all_gather per bank shares
-  // the orthogonalised updates, and every rank applies all of them. Every matrix goes through exactly the same
-  // kernels as in the single-rank step, so the result is bit-identical to it. Momentum stays replicated (each rank
-  // updates every buffer, a cheap elementwise op) so checkpoints and resume do not depend on the world size.
-  // Null or a world of 1 restores the single-rank step. The grads must already be summed over the ranks.
-  void shard_over(dist::Communicator* comm);
+  // the orthogonalised updates, and every rank applies all of them. Null or a world of 1 restores the single-rank
+  // step. Call it before the first step: switching to or from sharded momentum starts the momentum from zero.
+  //  - shard_momentum = false: the grads must already be summed over the ranks; every rank keeps and updates every
+  //    momentum buffer (an elementwise op). Each matrix goes through the same kernels as in the single-rank step, so
+  //    the result is bit-identical to it.
+  //  - shard_momentum = true ("Parallel Muon"): reduce_grads() sums each bank's gradients with one reduce_scatter
+  //    so a rank receives only the matrices it owns; momentum is allocated for those only (1/world of the memory),
+  //    and the owner's Newton–Schulz runs batched over its slots of the bank.
+  void shard_over(dist::Communicator* comm, bool shard_momentum = false);
   bool sharded() const { return comm_ != nullptr; }
+  bool shards_momentum() const { return comm_ != nullptr && shard_momentum_; }
   // Matrices this rank orthogonalises per step (all of them when not sharded).
   size_t owned_count() const;
+  // Bytes of momentum this rank holds (the replicated buffers, or its shards).
+  size_t momentum_bytes() const;
+
+  // Sharded momentum only; the first half of a step, before step(). summed = false: each rank's grads are its own
+  // (not yet summed over the ranks), one reduce_scatter_sum per bank sums them into their owners' shards.
+  // summed = true: the grads already hold the sums (exact accumulation); each owner copies its own.
+  void reduce_grads(bool summed);
+  // Sharded momentum: the summed gradient of matrix i if this rank owns it, else an undefined tensor.
+  Tensor owned_grad(size_t i) const;
+  // Sharded momentum, for checkpoints that hold every matrix's full momentum (the format of a replicated run, so a
+  // run can resume with another world size or with the switch off). stage_full_momentum allocates full copies,
+  // filled from their owners when `gather` (a collective: every rank must call it); full_momentum(i) is then matrix
+  // i's copy; unstage_full_momentum frees them, first copying this rank's own matrices back into its shards when
+  // `keep` (after a checkpoint was read into the copies).
+  void stage_full_momentum(bool gather);
+  void unstage_full_momentum(bool keep);
+  Tensor full_momentum(size_t i) const;
 
  private:
   // One bank: the matrices of one shape, with this rank's slots and the gather buffers.
@@ -80,16 +102,30 @@ class Muon {
     std::vector<int> owner;       // per member: the rank that orthogonalises it
     std::vector<int64_t> slot;    // per member: its place in the owner's send buffer
     int64_t per_rank = 0;         // send-buffer slots per rank
-    Tensor send;                  // (per_rank, R, C) this rank's updates, NS dtype
+    Tensor send;                  // (per_rank, R, C) this rank's updates, NS dtype (replicated momentum only)
     Tensor gathered;              // (world * per_rank, R, C) every rank's updates
+    // Sharded momentum only:
+    std::vector<int64_t> idle;    // slots of world * per_rank that no member uses (padding)
+    std::vector<int64_t> my_idle; // this rank's slots that no member uses
+    Tensor grad;                  // (per_rank, R, C) f32: summed gradients of this rank's matrices
+    Tensor mom;                   // (per_rank, R, C) f32: their momentum
+    Tensor mom_full;              // (world * per_rank, R, C) f32: everyone's momentum, only while staged
+    NsScratch ns;                 // (per_rank, R, C) batched Newton–Schulz scratch
   };
+  void build_single();
   void step_single(const Tensor& hp_momentum, const Tensor& hp_apply);
   void step_sharded(const Tensor& hp_momentum, const Tensor& hp_apply);
+  void step_sharded_momentum(const Tensor& hp_momentum, const Tensor& hp_apply);
   // Momentum update of matrix i; with `orthogonalize`, also Newton–Schulz: returns the buffer holding the update.
   Tensor momentum_and_ns(size_t i, const Tensor& hp_momentum, bool orthogonalize);
+  // Applies every member's update from b.gathered (WD then add), on every rank.
+  void apply_gathered(const Bank& b, const Tensor& hp_apply);
+  // Where matrix i lives in the banks: (bank, member position).
+  std::pair<size_t, size_t> locate(size_t i) const { return where_[i]; }
 
   std::vector<model::Param*> params_;
-  std::vector<Tensor> bufs_;  // f32 momentum, one per parameter
+  // f32 momentum, one per parameter; with sharded momentum, views of this rank's slots (undefined for the others').
+  std::vector<Tensor> bufs_;
   std::map<std::pair<int64_t, int64_t>, NsScratch> scratch_;  // per shape, for the sharded step only
   // The single-rank step orthogonalises each shape's matrices together: one batched GEMM per product.
   struct Stack {
@@ -100,7 +136,11 @@ class Muon {
   MuonOptions opt_;
   Device dev_;
   dist::Communicator* comm_ = nullptr;
+  bool shard_momentum_ = false;
+  bool grads_reduced_ = false;  // sharded momentum: reduce_grads() ran since the last step()
   std::vector<Bank> banks_;
+  std::vector<std::pair<size_t, size_t>> where_;  // per parameter: (bank, member position)
+  Tensor rs_send_;  // sharded momentum: (max over banks of world * per_rank * R * C) f32 reduce-scatter input
 };
 
 }  // namespace pgolf::train

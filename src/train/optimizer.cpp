@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/comm.h"
 #include "ops/reduce.h"
 #include "train/schedule.h"
 
@@ -11,10 +12,12 @@ namespace pgolf::train {
 
 Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype,
                      dist::Communicator* comm)
-    : params_(params), cfg_(cfg), dev_(dev) {
+    : params_(params), cfg_(cfg), dev_(dev), comm_(comm) {
   std::vector<model::Param*> muon_params, adam_params;
   for (auto& p : params.all()) {
+    muon_index_.push_back(-1);
     if (p.spec.group == model::OptGroup::Muon) {
+      muon_index_.back() = static_cast<int64_t>(muon_params.size());
       muon_params.push_back(&p);
     } else {
       adam_params.push_back(&p);
@@ -35,23 +38,42 @@ Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device 
   mo.row_normalize = cfg.muon_row_normalize;
   mo.ns_dtype = ns_dtype;
   muon_ = std::make_unique<Muon>(std::move(muon_params), mo, dev);
-  if (cfg.muon_sharded) muon_->shard_over(comm);  // no-op for null or one rank
+  if (cfg.muon_sharded) muon_->shard_over(comm, cfg.muon_shard_momentum);  // no-op for null or one rank
   adam_ = std::make_unique<Adam>(std::move(adam_params), dev);
   hp_host_.assign(2 + 3 * muon_->size() + 8 * adam_->size(), 0.f);
   hp_dev_ = Tensor::zeros(Shape{static_cast<int64_t>(hp_host_.size())}, DType::F32, dev);
-  norm_acc_ = Tensor::zeros(Shape{1}, DType::F32, dev);
+  const auto n_muon = static_cast<int64_t>(muon_->size());
+  int64_t next_adam = n_muon;
+  for (int64_t m : muon_index_) norm_at_.push_back(m >= 0 ? m : next_adam++);
+  norm_parts_ = Tensor::zeros(Shape{std::max<int64_t>(1, next_adam)}, DType::F32, dev);
 }
 
 double Optimizer::global_grad_norm() {
-  bool first = true;
-  for (auto& p : params_.all()) {
-    ops::sum_squares(p.grad, norm_acc_, !first);
-    first = false;
+  // One sum of squares per tensor, added on the host in table order (in double): the same additions whether the
+  // Muon values come from the full gradients or from their owners' shards, so sharding does not change the norm.
+  const bool sharded = muon_->shards_momentum();
+  const auto& all = params_.all();
+  for (size_t t = 0; t < all.size(); ++t) {
+    const Tensor slot = norm_parts_.slice(norm_at_[t], norm_at_[t] + 1);
+    if (sharded && muon_index_[t] >= 0) {
+      const Tensor g = muon_->owned_grad(static_cast<size_t>(muon_index_[t]));
+      if (g.defined())
+        ops::sum_squares(g, slot);
+      else
+        slot.zero_();  // owned elsewhere: this rank adds 0, the owner the value (x + 0 = x exactly)
+    } else {
+      ops::sum_squares(all[t].grad, slot);
+    }
   }
-  return std::sqrt(static_cast<double>(norm_acc_.to_float_vector()[0]));
+  if (sharded && muon_->size()) comm_->all_reduce_sum(norm_parts_.slice(0, static_cast<int64_t>(muon_->size())));
+  const std::vector<float> parts = norm_parts_.to_float_vector();
+  double sq = 0;
+  for (int64_t at : norm_at_) sq += static_cast<double>(parts[static_cast<size_t>(at)]);
+  return std::sqrt(sq);
 }
 
 double Optimizer::step(int64_t step, double lr_mult) {
+  if (muon_->shards_momentum()) muon_->reduce_grads(muon_grads_summed_);
   const double norm = set_hyperparameters(step, lr_mult);
   apply();
   return norm;
@@ -94,7 +116,7 @@ void Optimizer::apply() {
 std::vector<std::pair<std::string, Tensor>> Optimizer::state_tensors() {
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < muon_->size(); ++i)
-    out.emplace_back("muon.momentum." + muon_->params()[i]->spec.name, muon_->momentum_buffers()[i]);
+    out.emplace_back("muon.momentum." + muon_->params()[i]->spec.name, muon_->full_momentum(i));
   for (size_t i = 0; i < adam_->size(); ++i) {
     out.emplace_back("adam.m." + adam_->params()[i]->spec.name, adam_->first_moments()[i]);
     out.emplace_back("adam.v." + adam_->params()[i]->spec.name, adam_->second_moments()[i]);

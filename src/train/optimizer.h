@@ -21,28 +21,46 @@ namespace pgolf::train {
 class Optimizer {
  public:
   // ns_dtype: the Newton–Schulz dtype (bf16 on GPU, f32 on CPU). comm: the data-parallel ranks (null = one); with
-  // more than one rank and cfg.muon_sharded, Muon splits its Newton–Schulz work over them (Muon::shard_over).
-  // The grads given to step() must already be summed over the ranks.
+  // more than one rank and cfg.muon_sharded, Muon splits its Newton–Schulz work over them (Muon::shard_over), and
+  // with cfg.muon_shard_momentum as well, it also sums the Muon gradients itself (reduce-scatter) and keeps only
+  // its own matrices' momentum. The grads given to step() must already be summed over the ranks, except the
+  // Muon matrices' when muon_reduces_grads() (below).
   Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype,
             dist::Communicator* comm = nullptr);
+
+  // Sharded momentum: whether the Muon matrices' grads reach step() already summed over the ranks (true, the
+  // default: e.g. exact accumulation sums every gradient; each owner then copies its own) or as each rank's own
+  // (false: step() reduce-scatters them, and the caller must leave them out of its reductions).
+  void set_muon_grads_summed(bool summed) { muon_grads_summed_ = summed; }
+  // True when step() sums the Muon grads itself (sharded momentum and set_muon_grads_summed(false)).
+  bool muon_reduces_grads() const { return muon_->shards_momentum() && !muon_grads_summed_; }
 
   // One update from the accumulated grads. `step` = updates done before this one (0-based),
   // `lr_mult` from the schedule. With grad_clip_norm > 0 the global grad norm is read back (one
   // sync) and every gradient is scaled by min(1, clip / (norm + 1e-6)) as torch's clip_grad_norm_.
-  // Returns the global grad norm when it was computed, else -1.
+  // Returns the global grad norm when it was computed, else -1. With sharded momentum the norm is taken after the
+  // Muon grads are reduced: each owner's matrices plus the (replicated) Adam part, the same value on every rank.
   double step(int64_t step, double lr_mult);
   // The same update in two halves, for CUDA graphs: set_hyperparameters() computes this step's
   // hyperparameters on the host and copies them to the device (outside any graph; it is where the
   // optional grad-norm sync happens); apply() then launches device work only, so it can be captured
   // once and replayed every step (not when Muon is sharded: its all_gather waits on the host).
-  // step() == set_hyperparameters() + apply().
+  // step() == set_hyperparameters() + apply() (+ the Muon grad reduction first, with sharded momentum).
   double set_hyperparameters(int64_t step, double lr_mult);
   void apply();
   // Scales the Muon weight decay from the next set_hyperparameters() on (the §6.4 taper; 1 = none).
   void set_muon_wd_multiplier(double m) { muon_wd_mult_ = m; }
 
-  // Every state tensor with a stable name, for checkpoints.
+  // Every state tensor with a stable name, for checkpoints. With sharded Muon momentum, checkpoints still hold
+  // every matrix's full momentum (the replicated format: resume works with any world size or switch), through
+  // staged full copies: before saving, gather_state() (collective: every rank calls it) fills them from their
+  // owners; before loading, stage_state() allocates them and commit_state() then keeps this rank's shard;
+  // release_state() frees them. state_tensors() needs them staged. All four are no-ops otherwise.
   std::vector<std::pair<std::string, Tensor>> state_tensors();
+  void gather_state() { muon_->stage_full_momentum(true); }
+  void stage_state() { muon_->stage_full_momentum(false); }
+  void commit_state() { muon_->unstage_full_momentum(true); }
+  void release_state() { muon_->unstage_full_momentum(false); }
   void reset_state();
   Muon& muon() { return *muon_; }
   Adam& adam() { return *adam_; }
@@ -58,7 +76,13 @@ class Optimizer {
   std::vector<AdamGroupHP> adam_group_;  // per Adam parameter
   std::vector<float> hp_host_;
   Tensor hp_dev_;   // [muon momentum (2) | muon apply (3 per matrix) | adam (8 per param)]
-  Tensor norm_acc_; // (1) f32 scratch for the grad norm
+  // Per-tensor sums of squares for the grad norm, Muon matrices first (so one collective sums the owners' values
+  // with sharded momentum); norm_at_[table index] is a tensor's place in it. The host adds them in table order.
+  Tensor norm_parts_;
+  std::vector<int64_t> norm_at_;
+  std::vector<int64_t> muon_index_;  // per table index: index into muon_->params(), or -1
+  dist::Communicator* comm_ = nullptr;
+  bool muon_grads_summed_ = true;
   double muon_wd_mult_ = 1.0;
 };
 
