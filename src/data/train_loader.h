@@ -1,11 +1,12 @@
 #pragma once
 // The trainer's source of batches (config data.loader): the reference baseline's sequential stream
-// (DistributedTokenLoader) or the records' shuffled windows (ShuffledSequenceLoader), behind one interface
-// with one checkpointable state.
+// (DistributedTokenLoader), the records' shuffled windows (ShuffledSequenceLoader) or their document packing
+// (DocumentPackingLoader: one flat row per micro-step), behind one interface with one checkpointable state.
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "data/doc_packing_loader.h"
 #include "data/loader.h"
 #include "data/shuffled_loader.h"
 
@@ -13,12 +14,14 @@ namespace pgolf::data {
 
 class TrainLoader {
  public:
-  // kind: "sequential" | "shuffled" (anything else fails naming the value).
-  TrainLoader(const std::string& kind, const std::string& pattern, int64_t seq_len, int rank, int world, uint64_t seed);
+  // kind: "sequential" | "shuffled" | "document_packing" (anything else fails naming the value). bos: the
+  // document marker document_packing splits at (model.bos_id; the other kinds ignore it).
+  TrainLoader(const std::string& kind, const std::string& pattern, int64_t seq_len, int rank, int world, uint64_t seed,
+              int bos = 1);
 
   Batch next_batch(int64_t global_tokens, int64_t seq_len, int rank, int world, int grad_accum);
 
-  // Sequential: {shard, position} of the stream. Shuffled: {kShuffled, sequences drawn}.
+  // Sequential and document packing (the same stream): {shard, position}. Shuffled: {kShuffled, sequences drawn}.
   struct State {
     int64_t shard = 0;
     int64_t pos = 0;
@@ -32,6 +35,7 @@ class TrainLoader {
   std::string kind_;
   std::unique_ptr<DistributedTokenLoader> sequential_;
   std::unique_ptr<ShuffledSequenceLoader> shuffled_;
+  std::unique_ptr<DocumentPackingLoader> packing_;
 };
 
 }  // namespace pgolf::data

@@ -18,7 +18,7 @@ std::unique_ptr<model::GPT> with_hash_embedding(const model::GPT& base, const Ha
   cfg.bigram_buckets = static_cast<int>(o.buckets);
   cfg.bigram_dim = cfg.model_dim;
   auto m = std::make_unique<model::GPT>(cfg, base.device());
-  m->set_looping(base.looping());
+  m->set_loop_passes(base.loop_passes_on());
   for (const auto& p : base.params().all()) m->params().get(p.spec.name).value.copy_from(p.value);
   const int64_t d = cfg.model_dim;
   for (auto& p : m->params().all()) {

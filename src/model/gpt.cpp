@@ -60,7 +60,7 @@ GPT::GPT(const ModelConfig& cfg, Device dev) : GPT(cfg, dev, SpecsOnly{}) {
   }
   // A fresh model is in its final (looped) state, the one evaluation and checkpoint loaders need;
   // the trainer's set_training_fraction switches looping off until loop_enable_frac.
-  looping_ = cfg_.has_loop();
+  loop_passes_on_ = cfg_.has_loop() ? cfg_.loop_passes : 0;
 }
 
 ParamTable GPT::describe(const ModelConfig& cfg) { return GPT(cfg, Device::CPU, SpecsOnly{}).params_; }
@@ -71,14 +71,18 @@ int GPT::num_skip_weights() const {
   return std::min(n / 2, n - n / 2);
 }
 
-void GPT::set_training_fraction(double frac) {
-  looping_ = cfg_.has_loop() && frac >= static_cast<double>(cfg_.loop_enable_frac);
-}
+void GPT::set_training_fraction(double frac) { loop_passes_on_ = loop_passes_at(cfg_, frac); }
 
 void GPT::set_looping(bool on) {
   PG_CHECK(!on || cfg_.has_loop(), "set_looping: the model has no loop segment (loop_passes = {}, loop_start = {})",
            cfg_.loop_passes, cfg_.loop_start);
-  looping_ = on;
+  loop_passes_on_ = on ? cfg_.loop_passes : 0;
+}
+
+void GPT::set_loop_passes(int passes) {
+  const int most = cfg_.has_loop() ? cfg_.loop_passes : 0;
+  PG_CHECK(passes >= 0 && passes <= most, "set_loop_passes: {} extra passes, the model has 0..{}", passes, most);
+  loop_passes_on_ = passes;
 }
 
 void GPT::build_params() {
@@ -186,13 +190,13 @@ void GPT::forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits) 
 size_t GPT::measure_peak(int64_t B, int64_t T, bool step) {
   PG_CHECK(B > 0 && T > 0, "plan_bytes: batch ({}, {}) must be positive", B, T);
   // The looped list (when configured) is the larger graph: plan for it, whatever the current state.
-  const bool was_looping = looping_;
-  looping_ = cfg_.has_loop();
+  const int was_on = loop_passes_on_;
+  loop_passes_on_ = cfg_.has_loop() ? cfg_.loop_passes : 0;
   struct Restore {
-    bool& flag;
-    bool value;
-    ~Restore() { flag = value; }
-  } restore{looping_, was_looping};
+    int& passes;
+    int value;
+    ~Restore() { passes = value; }
+  } restore{loop_passes_on_, was_on};
   Arena probe(dev_, "plan probe");
   probe.begin_measure();
   // Nothing is read in measuring mode, so unbacked tensors stand in for the batch.

@@ -43,8 +43,10 @@ struct ModelConfig {
   int loop_start = -1;               // §5.12: loop segment [loop_start, loop_end] (physical); -1 = no loop
   int loop_end = -1;
   int loop_passes = 0;               // §5.12: extra passes n (the segment runs n + 1 times)
-  float loop_enable_frac = 0.f;
-  bool loop_embeddings = false;      // §5.12 per-pass loop embeddings: a zero-init d-vector added at the start of each pass      // §5.12: training fraction at which looping switches on
+  float loop_enable_frac = 0.f;      // §5.12: training fraction at which looping switches on
+  std::string loop_pass_fracs;       // §5.12 progressive activation: "" (every pass at loop_enable_frac) or one
+                                     // fraction per extra pass, non-decreasing ("0.5,0.65": pass 1 at 50 %, 2 at 65 %)
+  bool loop_embeddings = false;      // §5.12 per-pass loop embeddings: a zero-init d-vector added at the start of each pass
   std::string smear_gate = "none";   // §5.8: none | v1 (static per-channel) | v2 (gated, BOS-masked)
   int smear_window = 12;             // §5.8 v2: GATE_WINDOW, the channels the gate reads
   bool doc_isolated = false;         // §5.15: no attention across BOS (doc_start from the batch's ids)
@@ -58,6 +60,7 @@ struct ModelConfig {
   std::string ve_layers;             // §5.10: physical layers that add the value embedding ("9,10")
   int bigram_buckets = 0;            // §5.9 BigramHash: table rows N_b (0 = off)
   int bigram_dim = 128;              // §5.9: table width d_b (projected to d)
+  bool bigram_trigram = false;       // §5.9: also look up the trigram hash in the same table (summed)
   // GatedDeltaNet hybrid of seed #1672 (§5.17, §5.18; docs/GDN.md, src/model/gdn_layer.h).
   std::string gdn_layers;            // physical layers whose token mixer is a GatedDeltaNet ("" none, "all", "0,1")
   int gdn_conv_size = 4;             // §5.18 kernel of the short causal convolutions
@@ -76,6 +79,14 @@ struct ModelConfig {
 // The virtual layer list (§5.12): physical block index per virtual slot. With looping, the segment
 // [loop_start, loop_end] appears loop_passes + 1 times; without, it is 0 .. num_layers-1.
 std::vector<int> layer_schedule(const ModelConfig& cfg, bool looping);
+// The same list with `passes` (0..loop_passes) of the extra passes on: the segment appears passes + 1 times.
+std::vector<int> layer_schedule_passes(const ModelConfig& cfg, int passes);
+// §5.12 progressive activation: the fractions of cfg.loop_pass_fracs (empty when unset); fails naming the key
+// when the list is malformed, not non-decreasing, outside [0, 1] or not one entry per extra pass.
+std::vector<double> parse_loop_pass_fracs(const ModelConfig& cfg);
+// Extra passes on at training fraction `frac`: with loop_pass_fracs, the number of fractions <= frac; without,
+// all of them once frac >= loop_enable_frac; 0 without a loop.
+int loop_passes_at(const ModelConfig& cfg, double frac);
 // A set of physical layers from "" (none), "all" or a comma list "0,3,7"; errors name `key`.
 std::vector<bool> parse_layer_set(const std::string& spec, int num_layers, const char* key);
 // Throws a clear error for an inconsistent or not-yet-implemented configuration.
@@ -112,12 +123,21 @@ class GPT {
   static ParamTable describe(const ModelConfig& cfg);
 
   // Depth recurrence (§5.12): the trainer reports the fraction of training done (0..1) before each
-  // step; looping is on while it is >= cfg.loop_enable_frac. A newly constructed model loops (its
-  // final trained state, what evaluation of a checkpoint needs). set_looping forces it.
+  // step; the extra passes on are loop_passes_at(cfg, frac) (all at loop_enable_frac, or one by one at
+  // loop_pass_fracs). A newly constructed model runs every pass (its final trained state, what evaluation
+  // of a checkpoint needs). set_looping forces all or none, set_loop_passes a given number.
   void set_training_fraction(double frac);
   void set_looping(bool on);
-  bool looping() const { return looping_; }
-  std::vector<int> schedule() const { return layer_schedule(cfg_, looping_); }
+  void set_loop_passes(int passes);
+  bool looping() const { return loop_passes_on_ > 0; }
+  int loop_passes_on() const { return loop_passes_on_; }
+  std::vector<int> schedule() const { return layer_schedule_passes(cfg_, loop_passes_on_); }
+
+  // Document packing (§2.5, data.loader = "document_packing"): the trainer feeds one flat row per micro-step and
+  // cuts documents longer than `len` tokens into segments of `len` (ops::doc_starts' max_len) for doc_isolated
+  // attention; 0 (the default, and every evaluation path) cuts only at BOS.
+  void set_doc_segment_len(int64_t len);
+  int64_t doc_segment_len() const { return doc_segment_len_; }
 
   // Data-parallel overlap (issue 10): while forward_backward runs, `fn(params)` is called with parameter indices
   // whose gradients are final: the tensors of block l ("blocks.l.*") as soon as the backward is past the block's
@@ -233,7 +253,7 @@ class GPT {
   // Constant per-layer LN scales as (1)-element pseudo-parameters (not in params_): their value is
   // 1/sqrt(l+1); the gradient they receive is scratch and never used.
   std::vector<Param> ln_scales_;
-  bool looping_ = false;
+  int loop_passes_on_ = 0;  // extra loop passes in the current schedule (0 = plain)
   GradReadyFn grad_ready_;
   bool track_uses_ = false;
   std::vector<int> bucket_of_;         // per parameter: its block, or -1
@@ -244,6 +264,7 @@ class GPT {
   size_t smear_gate_ = 0, smear_w_ = 0, smear_lambda_ = 0, lane_resid_ = 0, lane_route_ = 0;
   Tensor half_;      // (1) f32 0.5, the constant weight of merge_lanes
   Tensor doc_start_;  // (B, T) i32 of the batch in flight (doc_isolated), else undefined
+  int64_t doc_segment_len_ = 0;  // set_doc_segment_len
   size_t bigram_table_ = 0, bigram_proj_ = 0, bigram_scale_ = 0, ve_table_ = 0, ve_proj_ = 0, ve_gain_ = 0;
   // Tape values of the batch in flight, as (tensor, node) pairs (Var is incomplete here): the value
   // embedding scale * P_v E_v[ids] (N, kv) and layer 0's values for VRL (node -2: not set yet).

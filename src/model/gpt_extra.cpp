@@ -33,7 +33,13 @@ void GPT::prepare_documents(Tape& tp, const Tensor& ids) {
   if (!cfg_.doc_isolated) return;
   // From the Arena (a training step allocates nothing else); valid until the step's scope ends.
   doc_start_ = tp.arena().alloc(ids.shape(), DType::I32, "doc starts");
-  if (!tp.measuring()) ops::doc_starts(ids, cfg_.bos_id, doc_start_);
+  if (!tp.measuring()) ops::doc_starts(ids, cfg_.bos_id, doc_start_, doc_segment_len_);
+}
+
+void GPT::set_doc_segment_len(int64_t len) {
+  PG_CHECK(len >= 0, "set_doc_segment_len: {} must be >= 0 (0 = cut only at BOS)", len);
+  PG_CHECK(len == 0 || cfg_.doc_isolated, "set_doc_segment_len: document segments need model.doc_isolated = true");
+  doc_segment_len_ = len;
 }
 
 Var GPT::smear_raw(Tape& tp, const Var& e, const Tensor& ids) {

@@ -79,7 +79,15 @@ Var GPT::embed_extras(Tape& tp, const Var& e, const Tensor& ids) {
     // Bucket ids from the Arena: the embedding's backward reads them.
     Tensor buckets = tp.arena().alloc(ids.shape(), DType::I32, "bigram buckets");
     if (!tp.measuring()) ops::bigram_hash(ids, cfg_.bigram_buckets, buckets);
-    Var b = tp.linear(tp.embedding(buckets.view(Shape{N}), p(bigram_table_)), p(bigram_proj_));  // (N, d)
+    Var rows = tp.embedding(buckets.view(Shape{N}), p(bigram_table_));  // (N, d_b)
+    if (cfg_.bigram_trigram) {
+      // §5.9 trigram: a second row of the same table, summed before the projection (P applies to both).
+      Tensor tri = tp.arena().alloc(ids.shape(), DType::I32, "trigram buckets");
+      if (!tp.measuring()) ops::trigram_hash(ids, cfg_.bigram_buckets, tri);
+      const Var rows3 = tp.embedding(tri.view(Shape{N}), p(bigram_table_));
+      rows = tp.scalar_mix({{one, rows}, {one, rows3}}, tp.act_dtype());
+    }
+    Var b = tp.linear(rows, p(bigram_proj_));  // (N, d)
     x = tp.scalar_mix({{one, x}, {scalar_at(p(bigram_scale_), 0), b}}, tp.act_dtype());
   }
   if (cfg_.ve_dim > 0) {

@@ -10,16 +10,57 @@
 namespace pgolf::model {
 
 std::vector<int> layer_schedule(const ModelConfig& c, bool looping) {
+  return layer_schedule_passes(c, looping ? c.loop_passes : 0);
+}
+
+std::vector<int> layer_schedule_passes(const ModelConfig& c, int passes) {
   std::vector<int> out;
-  if (!looping || !c.has_loop()) {
+  if (passes <= 0 || !c.has_loop()) {
     for (int l = 0; l < c.num_layers; ++l) out.push_back(l);
     return out;
   }
+  PG_CHECK(passes <= c.loop_passes, "layer_schedule: {} extra passes of a loop with {}", passes, c.loop_passes);
   for (int l = 0; l < c.loop_start; ++l) out.push_back(l);
-  for (int pass = 0; pass <= c.loop_passes; ++pass)
+  for (int pass = 0; pass <= passes; ++pass)
     for (int l = c.loop_start; l <= c.loop_end; ++l) out.push_back(l);
   for (int l = c.loop_end + 1; l < c.num_layers; ++l) out.push_back(l);
   return out;
+}
+
+std::vector<double> parse_loop_pass_fracs(const ModelConfig& c) {
+  std::vector<double> out;
+  const std::string& spec = c.loop_pass_fracs;
+  if (spec.empty()) return out;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    if (comma == std::string::npos) comma = spec.size();
+    std::string item = spec.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    double v = 0;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    PG_CHECK(ec == std::errc() && end == item.data() + item.size() && !item.empty(),
+             "model: loop_pass_fracs = '{}': '{}' is not a number (expected a list like \"0.5,0.65\")", spec, item);
+    PG_CHECK(v >= 0.0 && v <= 1.0, "model: loop_pass_fracs = '{}': {} is outside [0, 1]", spec, v);
+    PG_CHECK(out.empty() || v >= out.back(), "model: loop_pass_fracs = '{}' must be non-decreasing ({} after {})", spec,
+             v, out.back());
+    out.push_back(v);
+    pos = comma + 1;
+  }
+  PG_CHECK(static_cast<int>(out.size()) == c.loop_passes,
+           "model: loop_pass_fracs = '{}' has {} fractions but loop_passes = {} (one per extra pass)", spec, out.size(),
+           c.loop_passes);
+  return out;
+}
+
+int loop_passes_at(const ModelConfig& c, double frac) {
+  if (!c.has_loop()) return 0;
+  const std::vector<double> fracs = parse_loop_pass_fracs(c);
+  if (fracs.empty()) return frac >= static_cast<double>(c.loop_enable_frac) ? c.loop_passes : 0;
+  int on = 0;
+  for (double f : fracs) on += frac >= f ? 1 : 0;
+  return on;
 }
 
 std::vector<bool> parse_layer_set(const std::string& spec, int num_layers, const char* key) {
@@ -74,6 +115,11 @@ void check_model_config(const ModelConfig& c) {
            c.loop_passes);
   PG_CHECK(c.loop_enable_frac >= 0.f && c.loop_enable_frac <= 1.f, "model: loop_enable_frac {} must be in [0, 1]",
            c.loop_enable_frac);
+  if (!c.loop_pass_fracs.empty()) {
+    PG_CHECK(c.has_loop(), "model: loop_pass_fracs = '{}' needs a loop (loop_passes > 0 and loop_start >= 0)",
+             c.loop_pass_fracs);
+    (void)parse_loop_pass_fracs(c);  // throws on a bad list
+  }
   PG_CHECK(c.smear_gate == "none" || c.smear_gate == "v1" || c.smear_gate == "v2",
            "model: smear_gate '{}' is not one of none, v1, v2", c.smear_gate);
   if (c.smear_gate == "v2")
@@ -111,6 +157,8 @@ void check_model_config(const ModelConfig& c) {
            "model: bigram_buckets {} must be 0 (off) or >= 2", c.bigram_buckets);
   if (c.bigram_buckets > 0)
     PG_CHECK(c.bigram_dim >= 1, "model: bigram_dim {} must be >= 1", c.bigram_dim);
+  PG_CHECK(!c.bigram_trigram || c.bigram_buckets > 0,
+           "model: bigram_trigram = true looks the trigram up in the BigramHash table: set bigram_buckets (e.g. 3072)");
   check_gdn_config(c);  // GatedDeltaNet hybrid keys (gdn_layer.cpp)
   if (c.doc_isolated || c.smear_gate == "v2")
     PG_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size, "model: bos_id {} is outside the vocabulary 0..{}", c.bos_id,

@@ -13,7 +13,8 @@ struct AttnParams {
 
 // q: (B, T, Hq, D), k, v: (B, T, Hkv, D), same dtype (f32|bf16); Hq % Hkv == 0 and query head h
 // reads kv head h / (Hq / Hkv).
-// doc_start: undefined, or (B, T) i32: key j is visible to query i only if j >= doc_start[b, i].
+// doc_start: undefined, or (B, T) i32: key j is visible to query i only if j >= doc_start[b, i]; non-decreasing
+// along each row (as ops::doc_starts makes it: the CUDA backward bounds a key block's queries with it).
 // out: (B, T, Hq, D) same dtype as q ; lse: (B, Hq, T) f32 = natural-log sum-exp of the scaled,
 // masked scores of each query row (saved for the backward).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,

@@ -1,6 +1,7 @@
 // CUDA document starts: one block per row. Each thread scans a contiguous chunk for its last BOS,
 // the block turns the chunk results into an exclusive running maximum, and every thread then
-// writes its chunk. Rows are short (T <= a few thousand), so this is a handful of microseconds.
+// writes its chunk. Training rows are T <= a few thousand, document packing one row of ~10^5 tokens: still
+// microseconds.
 #include "ops/cuda_common.cuh"
 #include "ops/documents.h"
 
@@ -12,7 +13,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void doc_starts_kernel(const int32_t* ids, int32_t* out, int64_t T, int bos) {
+__global__ void doc_starts_kernel(const int32_t* ids, int32_t* out, int64_t T, int bos, int64_t max_len) {
   __shared__ int32_t last[kThreads];
   const int64_t row = blockIdx.x;
   const int64_t chunk = (T + kThreads - 1) / kThreads;
@@ -35,13 +36,14 @@ __global__ void doc_starts_kernel(const int32_t* ids, int32_t* out, int64_t T, i
   int32_t start = last[threadIdx.x];
   for (int64_t t = lo; t < hi; ++t) {
     if (in[t] == bos) start = static_cast<int32_t>(t);
-    out[row * T + t] = start;
+    // max_len > 0: segments of at most max_len tokens from the document's start (documents.h)
+    out[row * T + t] = max_len > 0 ? static_cast<int32_t>(start + (t - start) / max_len * max_len) : start;
   }
 }
 
 }  // namespace
 
-void doc_starts(const Tensor& ids, int bos, const Tensor& out) {
+void doc_starts(const Tensor& ids, int bos, const Tensor& out, int64_t max_len) {
   const char* op = "doc_starts";
   require_dtype(op, "ids", ids, DType::I32);
   require_dtype(op, "out", out, DType::I32);
@@ -49,7 +51,7 @@ void doc_starts(const Tensor& ids, int bos, const Tensor& out) {
   if (B == 0 || T == 0) return;
   PG_CHECK(B <= 0x7fffffff, "{}: {} rows exceed the grid", op, B);
   doc_starts_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream()>>>(ids.ptr<int32_t>(), out.ptr<int32_t>(), T,
-                                                                        bos);
+                                                                        bos, max_len);
   PG_CUDA_LAUNCH_CHECK(op);
 }
 

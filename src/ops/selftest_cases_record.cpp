@@ -1,5 +1,6 @@
 // Parity cases of the record-stack ops (TECHNIQUES.md §5): XSA, SmearGate v1/v2, scalar mix and
-// document starts.
+// document starts, BigramHash / trigram bucket ids.
+#include "ops/bigram.h"
 #include "ops/documents.h"
 #include "ops/scalar_mix.h"
 #include "ops/selftest.h"
@@ -134,17 +135,48 @@ void scalar_mix_cases(std::vector<CaseMaker>& out, uint64_t seed) {
 }
 
 void doc_start_cases(std::vector<CaseMaker>& out, uint64_t seed) {
-  for (const auto& [s, big] : {std::pair{Shape{3, 17}, false}, std::pair{Shape{2, 600}, false},
-                               std::pair{Shape{48, 2048}, true}}) {
-    const Shape sbt = s;
-    out.push_back({"doc_starts", big, [=] {
+  // max_len > 0: documents also cut every max_len tokens (document packing, §2.5); the last case is one packed
+  // row of a rank's micro-step at the records' sizes (98,304 tokens, segments of 2048; vocabulary 4096 so
+  // documents run long enough to be cut).
+  struct Case {
+    Shape s;
+    int64_t max_len, vocab;
+    bool big;
+  };
+  for (const Case& c : {Case{Shape{3, 17}, 0, 64, false}, Case{Shape{2, 600}, 0, 64, false},
+                        Case{Shape{48, 2048}, 0, 64, true}, Case{Shape{3, 17}, 4, 8, false},
+                        Case{Shape{2, 600}, 16, 256, false}, Case{Shape{1, 98304}, 2048, 4096, true}}) {
+    const Shape sbt = c.s;
+    const int64_t max_len = c.max_len, vocab = c.vocab;
+    out.push_back({max_len > 0 ? "doc_starts(cut)" : "doc_starts", c.big, [=] {
                      Builder b("doc_starts", "i32", sbt, seed);
-                     // ~1 BOS in 64 tokens (vocabulary 64, BOS = 1): documents of varied lengths.
-                     int ids = b.add("ids", b.in.ids(sbt, 64)), o = b.add("out", Tensor::zeros(sbt, DType::I32));
+                     // ~1 BOS in `vocab` tokens (BOS = 1): documents of varied lengths.
+                     int ids = b.add("ids", b.in.ids(sbt, vocab)), o = b.add("out", Tensor::zeros(sbt, DType::I32));
                      b.check(o, 0.0);
-                     b.run([=](const T& t) { doc_starts(t[ids], 1, t[o]); });
+                     b.run([=](const T& t) { doc_starts(t[ids], 1, t[o], max_len); });
                      return b.done();
                    }});
+  }
+}
+
+// BigramHash and trigram bucket ids (§5.9): integer ops, so CUDA must match the CPU exactly.
+void hash_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  for (const auto& [s, big] : {std::pair{Shape{3, 17}, false}, std::pair{Shape{48, 2048}, true}}) {
+    const Shape sbt = s;
+    for (const bool tri : {false, true}) {
+      out.push_back({tri ? "trigram_hash" : "bigram_hash", big, [=] {
+                       Builder b(tri ? "trigram_hash" : "bigram_hash", "i32", sbt, seed);
+                       int ids = b.add("ids", b.in.ids(sbt, 8192)), o = b.add("out", Tensor::zeros(sbt, DType::I32));
+                       b.check(o, 0.0);
+                       b.run([=](const T& t) {
+                         if (tri)
+                           trigram_hash(t[ids], 3072, t[o]);
+                         else
+                           bigram_hash(t[ids], 3072, t[o]);
+                       });
+                       return b.done();
+                     }});
+    }
   }
 }
 
@@ -155,6 +187,7 @@ void add_record_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   smear_cases(out, seed + 1);
   scalar_mix_cases(out, seed + 2);
   doc_start_cases(out, seed + 3);
+  hash_cases(out, seed + 4);
 }
 
 }  // namespace pgolf::ops::selftest

@@ -101,6 +101,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.loop_end, "loop_end"));
     f.push_back(PG_FIELD("model", model.loop_passes, "loop_passes"));
     f.push_back(PG_FIELD("model", model.loop_enable_frac, "loop_enable_frac"));
+    f.push_back(PG_FIELD("model", model.loop_pass_fracs, "loop_pass_fracs"));
     f.push_back(PG_FIELD("model", model.smear_gate, "smear_gate"));
     f.push_back(PG_FIELD("model", model.doc_isolated, "doc_isolated"));
     f.push_back(PG_FIELD("model", model.bos_id, "bos_id"));
@@ -114,6 +115,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.ve_layers, "ve_layers"));
     f.push_back(PG_FIELD("model", model.bigram_buckets, "bigram_buckets"));
     f.push_back(PG_FIELD("model", model.bigram_dim, "bigram_dim"));
+    f.push_back(PG_FIELD("model", model.bigram_trigram, "bigram_trigram"));
     f.push_back(PG_FIELD("model", model.gdn_layers, "gdn_layers"));
     f.push_back(PG_FIELD("model", model.gdn_conv_size, "gdn_conv_size"));
     f.push_back(PG_FIELD("model", model.gdn_chunk, "gdn_chunk"));
@@ -160,6 +162,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("optim", optim.muon_coefficients, "muon_coefficients"));
     f.push_back(PG_FIELD("optim", optim.muon_row_normalize, "muon_row_normalize"));
     f.push_back(PG_FIELD("optim", optim.muon_sharded, "muon_sharded"));
+    f.push_back(PG_FIELD("optim", optim.muon_shard_momentum, "muon_shard_momentum"));
     f.push_back(PG_FIELD("optim", optim.beta1, "beta1"));
     f.push_back(PG_FIELD("optim", optim.beta2, "beta2"));
     f.push_back(PG_FIELD("optim", optim.adam_eps, "adam_eps"));
@@ -416,8 +419,11 @@ void validate(const Config& c, int world_size) {
   PG_CHECK(c.qat.bits >= 2 && c.qat.bits <= 8, "config: qat.bits must be in [2, 8], got {}", c.qat.bits);
   PG_CHECK(c.qat.lr_threshold > 0, "config: qat.lr_threshold must be > 0 (> 1 = the whole run), got {}",
            c.qat.lr_threshold);
-  PG_CHECK(c.data.loader == "sequential" || c.data.loader == "shuffled",
-           "config: data.loader '{}' is not one of sequential, shuffled", c.data.loader);
+  PG_CHECK(c.data.loader == "sequential" || c.data.loader == "shuffled" || c.data.loader == "document_packing",
+           "config: data.loader '{}' is not one of sequential, shuffled, document_packing", c.data.loader);
+  // A packed micro-step is one long row: without document isolation every token would attend to the whole span.
+  PG_CHECK(c.data.loader != "document_packing" || m.doc_isolated,
+           "config: data.loader = \"document_packing\" needs model.doc_isolated = true (attention within documents)");
   PG_CHECK(t.warmdown_shape == "linear" || t.warmdown_shape == "cosine",
            "config: train.warmdown_shape '{}' is not one of linear, cosine", t.warmdown_shape);
   PG_CHECK(t.lr_warmup_steps >= 0, "config: train.lr_warmup_steps must be >= 0, got {}", t.lr_warmup_steps);
@@ -429,6 +435,9 @@ void validate(const Config& c, int world_size) {
   PG_CHECK(o.muon_coefficients == "baseline" || o.muon_coefficients == "polar_express",
            "config: optim.muon_coefficients '{}' is not one of baseline, polar_express", o.muon_coefficients);
   PG_CHECK(o.muon_backend_steps > 0, "config: optim.muon_backend_steps must be > 0");
+  PG_CHECK(!o.muon_shard_momentum || o.muon_sharded,
+           "config: optim.muon_shard_momentum = true needs optim.muon_sharded = true (the rank that owns a matrix's "
+           "momentum also orthogonalises it)");
   PG_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "config: optim.beta1/beta2 must be in [0, 1)");
   PG_CHECK(o.grad_clip_norm >= 0, "config: optim.grad_clip_norm must be >= 0 (0 = off), got {}", o.grad_clip_norm);
   PG_CHECK(o.muon_weight_decay >= 0 && o.embed_weight_decay >= 0 && o.scalar_weight_decay >= 0,

@@ -169,16 +169,23 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   const int64_t B = micro_tokens / T;
   const int64_t val_rows = std::max<int64_t>(1, cfg.train.val_batch_tokens / (world * accum) / T);
 
+  // Document packing (§2.5): each micro-step is one flat row of B x T tokens whose documents are cut into
+  // T-token segments for the isolated attention; every other loader trains on (B, T) rows. Same token count, so
+  // the loss and gradient scales below are unchanged.
+  const bool packed = cfg.data.loader == "document_packing";
+  const Shape step_shape = packed ? Shape{1, B * T} : Shape{B, T};
+
   // ---- model, memory plan, optimizer
   model::GPT gpt(cfg.model, dev);
   gpt.init(cfg.train.seed);
+  if (packed) gpt.set_doc_segment_len(T);
   const int64_t n_params = gpt.params().count_elements();
   const double fpt = flops_per_token(cfg.model, n_params, T);
   Arena arena(dev, "train");
   // A forward-only pass keeps its activations to the end (the step frees them as it goes), so at the
   // training batch it can need more than the step: validation takes fewer rows per pass, halving until its
   // pass fits in the step's own plan (the same tokens are scored; only the pass size changes).
-  const size_t step_plan = gpt.step_plan_bytes(B, T);
+  const size_t step_plan = gpt.step_plan_bytes(step_shape[0], step_shape[1]);
   int64_t val_pass_rows = val_rows;
   while (val_pass_rows > 1 && gpt.plan_bytes(val_pass_rows, T, false) > step_plan) val_pass_rows = (val_pass_rows + 1) / 2;
   arena.reserve(std::max(step_plan, gpt.plan_bytes(val_pass_rows, T, false)));
@@ -191,18 +198,18 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
                        static_cast<double>(arena.capacity()) / (1 << 20), validator.rows(), validator.rows() * T,
                        validator.scored_bytes(), val_pass_rows));
 
-  data::TrainLoader loader(cfg.data.loader, cfg.data.train, T, rank, world, cfg.train.seed);
+  data::TrainLoader loader(cfg.data.loader, cfg.data.train, T, rank, world, cfg.train.seed, cfg.model.bos_id);
   const data::TrainLoader::State loader_start = loader.state();
-  Tensor ids = Tensor::empty(Shape{B, T}, DType::I32, dev);
-  Tensor targets = Tensor::empty(Shape{B, T}, DType::I32, dev);
+  Tensor ids = Tensor::empty(step_shape, DType::I32, dev);
+  Tensor targets = Tensor::empty(step_shape, DType::I32, dev);
   // Whole-step CUDA graphs (step_graph.h) on one GPU: a step's micro-batches are staged in device buffers
   // first, so the captured work reads the same addresses every step. Host-side per-step decisions rule
   // them out: data parallel collectives, exact accumulation, grad-norm clipping (norm read on the host).
   // Late QAT (quant/qat.h) decides per step on the host whether to fake-quantize: eager steps too.
   const bool graphs = dev == Device::CUDA && cfg.train.cuda_graph && comm == nullptr && !opt.exact_accumulation &&
                       cfg.optim.grad_clip_norm <= 0 && !cfg.qat.enabled;
-  Tensor ids_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
-  Tensor targets_all = graphs ? Tensor::empty(Shape{accum, B, T}, DType::I32, dev) : Tensor();
+  Tensor ids_all = graphs ? Tensor::empty(Shape{accum, step_shape[0], step_shape[1]}, DType::I32, dev) : Tensor();
+  Tensor targets_all = graphs ? Tensor::empty(Shape{accum, step_shape[0], step_shape[1]}, DType::I32, dev) : Tensor();
   std::unique_ptr<Stream> train_stream;
   std::unique_ptr<StreamGuard> on_train_stream;
   if (graphs) {
@@ -219,24 +226,41 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
   const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
 
+  // Parallel Muon (optim.muon_shard_momentum, docs/DISTRIBUTED.md): the optimizer reduce-scatters the Muon
+  // matrices' gradients itself, so the reductions below leave them out; exact accumulation still sums every
+  // gradient (each owner then takes its own).
+  optimizer.set_muon_grads_summed(opt.exact_accumulation);
+  const bool skip_muon = optimizer.muon_reduces_grads();
+  if (optimizer.muon().shards_momentum())
+    log.line(fmt::format("parallel muon: gradients reduce-scattered, momentum sharded: {} of {} matrices, {:.2f} MiB "
+                         "of momentum on this rank",
+                         optimizer.muon().owned_count(), optimizer.muon().size(),
+                         static_cast<double>(optimizer.muon().momentum_bytes()) / (1 << 20)));
+  auto reduced_here = [&](size_t i) { return !skip_muon || gpt.params().all()[i].spec.group != model::OptGroup::Muon; };
+
   // Every gradient plus the loss sum in one flat f32 buffer: one collective per reduction.
   const int64_t flat_n = n_params + 1;
   const bool overlap_reduce = comm && !opt.exact_accumulation && cfg.train.overlap_grad_reduce;
   Tensor flat = ((comm && !overlap_reduce) || opt.exact_accumulation) ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
   Tensor flat_acc = opt.exact_accumulation ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
-  auto pack = [&](const Tensor& dst) {
+  auto pack = [&](const Tensor& dst) -> int64_t {  // returns the elements used
     int64_t o = 0;
-    for (auto& p : gpt.params().all()) {
-      dst.slice(o, o + p.grad.numel()).view(p.grad.shape()).copy_from(p.grad);
-      o += p.grad.numel();
+    for (size_t i = 0; i < gpt.params().all().size(); ++i) {
+      if (!reduced_here(i)) continue;
+      const Tensor& g = gpt.params().all()[i].grad;
+      dst.slice(o, o + g.numel()).view(g.shape()).copy_from(g);
+      o += g.numel();
     }
     dst.slice(o, o + 1).copy_from(loss_sum);
+    return o + 1;
   };
   auto unpack = [&](const Tensor& src) {
     int64_t o = 0;
-    for (auto& p : gpt.params().all()) {
-      p.grad.copy_from(src.slice(o, o + p.grad.numel()).view(p.grad.shape()));
-      o += p.grad.numel();
+    for (size_t i = 0; i < gpt.params().all().size(); ++i) {
+      if (!reduced_here(i)) continue;
+      const Tensor& g = gpt.params().all()[i].grad;
+      g.copy_from(src.slice(o, o + g.numel()).view(g.shape()));
+      o += g.numel();
     }
     loss_sum.copy_from(src.slice(o, o + 1));
   };
@@ -244,9 +268,12 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   // Overlapped reduction (see the micro-step loop): runs of consecutive parameters are contiguous in the table's
   // flat gradient buffer (params.h), so each run is one in-place collective.
   const model::ParamTable& table = gpt.params();
-  auto reduce_ready = [&](const std::vector<size_t>& ready) {
+  auto reduce_ready = [&](const std::vector<size_t>& ready_all) {
     const Tensor& gflat = table.grad_flat();
     const size_t n = table.all().size();
+    std::vector<size_t> ready;
+    for (size_t i : ready_all)
+      if (reduced_here(i)) ready.push_back(i);
     for (size_t i = 0; i < ready.size();) {
       size_t j = i;
       while (j + 1 < ready.size() && ready[j + 1] == ready[j] + 1) ++j;
@@ -274,7 +301,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
         targets_all.slice(m, m + 1).view(ids.shape()).copy_from(Tensor::from_blob(b.y.data(), ids.shape(), DType::I32, Device::CPU));
       }
       optimizer.set_hyperparameters(step, lr_mult);  // device scalars the graph reads
-      step_graph.run(gpt.looping() ? 1 : 0, [&] {
+      step_graph.run(gpt.loop_passes_on(), [&] {  // one graph per layer schedule (§5.12)
         gpt.params().zero_grads();
         loss_sum.zero_();
         for (int64_t m = 0; m < accum; ++m)
@@ -326,8 +353,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     if (opt.exact_accumulation) {
       unpack(flat_acc);
     } else if (comm && !overlap_reduce) {
-      pack(flat);
-      comm->all_reduce_sum(flat);
+      comm->all_reduce_sum(flat.slice(0, pack(flat)));
       unpack(flat);
     }
     quant::finish_fake_quant(gpt.params(), qat, qat_stash);  // a no-op when nothing was fake-quantized
@@ -346,23 +372,34 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
 
   // ---- compile warm-up: run steps, then restore the initial state (no LR warm-up; §6.6). The plain steps
   // run the graph of step 0; a looped model then runs loop_warmup_steps with looping on (§5.12), so both
-  // graphs are exercised before the clock starts.
+  // graphs are exercised before the clock starts. With progressive activation (model.loop_pass_fracs) every
+  // intermediate pass count is a graph of its own: loop_warmup_steps run at each count the run will use.
   const int64_t loop_warmup = cfg.model.has_loop() ? cfg.train.loop_warmup_steps : 0;
+  std::vector<int> loop_stages;  // extra-pass counts the run switches to (ascending)
+  if (cfg.model.has_loop()) {
+    for (double f : model::parse_loop_pass_fracs(cfg.model))
+      if (const int n = model::loop_passes_at(cfg.model, f); loop_stages.empty() || n > loop_stages.back())
+        loop_stages.push_back(n);
+    if (loop_stages.empty()) loop_stages.push_back(cfg.model.loop_passes);
+  }
   if (cfg.train.warmup_steps > 0 || loop_warmup > 0) {
     std::vector<Tensor> saved;
     for (auto& p : gpt.params().all()) saved.push_back(p.value.to(Device::CPU));
     auto t = Clock::now();
     gpt.set_training_fraction(0.0);
-    for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(s, 1.0);
-    if (loop_warmup > 0) gpt.set_looping(true);
-    for (int64_t s = 0; s < loop_warmup; ++s) train_step(cfg.train.warmup_steps + s, 1.0);
+    int64_t ws = 0;
+    for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(ws++, 1.0);
+    for (const int passes : loop_warmup > 0 ? loop_stages : std::vector<int>{}) {
+      gpt.set_loop_passes(passes);
+      for (int64_t s = 0; s < loop_warmup; ++s) train_step(ws++, 1.0);
+    }
     for (size_t i = 0; i < saved.size(); ++i) gpt.params().all()[i].value.copy_from(saved[i]);
     gpt.params().sync_compute();
     optimizer.reset_state();
     loader.restore(loader_start);
     device_synchronize();
     log.line(fmt::format("warm-up: {} steps + {} looped in {:.0f} ms, state restored", cfg.train.warmup_steps,
-                         loop_warmup, ms_since(t)));
+                         ws - cfg.train.warmup_steps, ms_since(t)));
   }
   averages.reset();  // the EMA starts at the initial weights (a resume overwrites it below)
 
@@ -371,7 +408,9 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   st.seed = cfg.train.seed;
   const std::string ckpt = checkpoint_path(opt.run_dir);
   if (opt.resume) {
+    optimizer.stage_state();  // sharded Muon momentum: read the full momenta, keep this rank's shard
     st = load_checkpoint(ckpt, checkpoint_tensors(gpt, optimizer, averages));
+    optimizer.commit_state();
     averages.set_swa_count(st.swa_count);
     gpt.params().sync_compute();
     loader.restore({st.loader_shard, st.loader_pos});
@@ -379,7 +418,11 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   }
   Tensor norm_scratch = Tensor::zeros(Shape{1}, DType::F32, dev);
   auto save = [&](const char* why) {
-    if (!lead) return;
+    optimizer.gather_state();  // sharded Muon momentum: every rank sends its shard (a collective)
+    if (!lead) {
+      optimizer.release_state();
+      return;
+    }
     // Never replace a good checkpoint with non-finite weights (a diverged step writes NaN params
     // before its loss shows it).
     bool first = true;
@@ -397,6 +440,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     st.loader_pos = s.pos;
     st.swa_count = averages.swa_count();
     save_checkpoint(ckpt, st, checkpoint_tensors(gpt, optimizer, averages));
+    optimizer.release_state();
     log.line(fmt::format("checkpoint: step {} -> {} ({})", st.step, ckpt, why));
     log.event({{"type", "checkpoint"}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000}, {"why", why}});
   };
@@ -442,8 +486,16 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     const double elapsed = from_lead(base_ms + ms_since(t0));
     const double lr_mult = lr_multiplier(sched, st.step, elapsed);
     // Depth recurrence switches on at a fraction of training (§5.12): of the wallclock budget when capped.
+    // A pure function of (step, elapsed), so a resumed run picks up the pass count where it was.
+    const int passes_before = gpt.loop_passes_on();
     gpt.set_training_fraction(cap_ms > 0 ? elapsed / cap_ms
                                          : static_cast<double>(st.step) / static_cast<double>(std::max<int64_t>(iters, 1)));
+    if (cfg.model.has_loop() && (gpt.loop_passes_on() != passes_before || steps_this_process == 0)) {
+      log.line(fmt::format("loop: {} of {} extra passes from step {} ({} virtual layers)", gpt.loop_passes_on(),
+                           cfg.model.loop_passes, st.step, gpt.schedule().size()));
+      log.event({{"type", "loop"}, {"step", st.step}, {"passes", gpt.loop_passes_on()},
+                 {"wallclock_s", elapsed / 1000}});
+    }
     const bool profiling = opt.profile_steps > 0 && steps_this_process >= opt.profile_from &&
                            steps_this_process < opt.profile_from + opt.profile_steps;
     if (profiling && steps_this_process == opt.profile_from) {

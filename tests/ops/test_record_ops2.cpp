@@ -164,6 +164,12 @@ TEST(OpsRecord2Gpu, MatchTheCpuOps) {
     const Tensor back = gout.to(Device::CPU);
     EXPECT_EQ(std::vector<int32_t>(back.ptr<int32_t>(), back.ptr<int32_t>() + back.numel()),
               std::vector<int32_t>(out.ptr<int32_t>(), out.ptr<int32_t>() + out.numel()));
+    // The trigram ids (§5.9) of the same rows.
+    ops::trigram_hash(ids, 3072, out);
+    ops::trigram_hash(ids.to(Device::CUDA), 3072, gout);
+    const Tensor back3 = gout.to(Device::CPU);
+    EXPECT_EQ(std::vector<int32_t>(back3.ptr<int32_t>(), back3.ptr<int32_t>() + back3.numel()),
+              std::vector<int32_t>(out.ptr<int32_t>(), out.ptr<int32_t>() + out.numel()));
   }
 }
 
