@@ -149,7 +149,7 @@ for task in "$@"; do
       lcommon=("${lsrc[@]}" --val "${LORA_VAL:-data-local/rec8192/rec8192_val_*.bin}"
                --tokenizer "${LORA_TOK:-.carry/data/tokenizers/fineweb_8192_bpe.model}" --context 2048 --max-tokens ${LORA_TOKENS:-1000000})
       for v in doc lr0 lora warm; do
-        args=(--lora-ttt --time-budget ${LORA_BUDGET:-240}); case $v in doc) args=(--mode doc --stride 64) ;;
+        args=(--lora-ttt --time-budget ${LORA_BUDGET:-120}); case $v in doc) args=(--mode doc --stride 64 --time-budget ${LORA_BUDGET:-120}) ;;
           lr0) args+=(--lora-lr 0) ;; lora) args+=(--audit --audit-tokens 6144 --audit-samples 6) ;; warm) args+=(--lora-warm-a) ;; esac
         /usr/bin/time -f "wall %e s" $BIN eval "${lcommon[@]}" "${args[@]}" --json "$OUT/loratt-$v.json" > "$OUT/loratt-$v.log" 2>&1
         note "loratt $v rc=$? $(grep -iE 'audit:|val_bpb|time:|wall' "$OUT/loratt-$v.log" | tail -4 | tr '\n' ' ')"; done ;;
