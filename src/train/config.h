@@ -77,7 +77,8 @@ struct DataSection {
   std::string tokenizer = "data-local/default/default_1024_bpe.model";
   // sequential: the baseline's stream in file order (§2.5 TokenStream); shuffled: random T-token windows
   // drawn over the whole corpus (§2.5 ShuffledSequenceLoader, the records of 2026-04-05 … 04-09), seeded by
-  // train.seed.
+  // train.seed; document_packing: the stream's span as one flat row per micro-step with attention inside
+  // documents (§2.5 DocumentPackingLoader, R:2026-04-10 … top).
   std::string loader = "sequential";
 };
 
