@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt)
+#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -86,18 +86,19 @@ for task in "$@"; do
     evalart) eval_run artifact --artifact runs/baseline-300s/final_model.pgolf --mode sliding --stride 64 --context 1024 ;;
     nccl1) # issue 10 acceptance: the NCCL path at world size 1 (torchrun variables set) against the plain run
       [ -f data-local/bench/bench_train_000000.bin ] || encode_bench
-      for v in plain nccl-overlap nccl-onereduce; do
+      for v in plain nccl-overlap nccl-onereduce nccl-pmuon; do
         envs=(); sets=(--set train.iterations=${NCCL_STEPS:-40} --set train.max_wallclock_seconds=0 --set train.lr_schedule=step
                        --set train.val_loss_every=0 --set train.int8_roundtrip=false --set train.cuda_graph=false)
         [ $v != plain ] && envs=(RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
         [ $v = nccl-onereduce ] && sets+=(--set train.overlap_grad_reduce=false)
+        [ $v = nccl-pmuon ] && sets+=(--set optim.muon_shard_momentum=true)  # §6.2 Parallel Muon: a no-op at world 1
         rm -rf "runs/$v"
         env "${envs[@]}" $BIN train --config configs/baseline-300s.toml --run-dir "runs/$v" "${sets[@]}" \
           --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin \
           --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model > "$OUT/$v.log" 2>&1
         note "nccl1 $v rc=$? $(grep -E 'comm|nccl|final' "$OUT/$v.log" | head -3 | tr '\n' ' ')"
         cp runs/$v/metrics.jsonl "$OUT/$v.metrics.jsonl" 2>/dev/null; done
-      python3 scripts/compare_losses.py "$OUT"/plain.metrics.jsonl "$OUT"/nccl-overlap.metrics.jsonl "$OUT"/nccl-onereduce.metrics.jsonl \
+      python3 scripts/compare_losses.py "$OUT"/plain.metrics.jsonl "$OUT"/nccl-overlap.metrics.jsonl "$OUT"/nccl-onereduce.metrics.jsonl "$OUT"/nccl-pmuon.metrics.jsonl \
         | tee -a "$SUMMARY" ;;
     rec248) [ -e "$OUT/parity-failed" ] && { note "rec248 skipped: a parity check failed"; continue; }
       # rec-2026-04-09 for the reference's 248 steps (ANCHORS §2), val = the val prefix docs re-encoded in SP8192
@@ -156,6 +157,17 @@ for task in "$@"; do
     recgolden) # the record-stack golden fixture (tools/golden/make_record_fixture.py needs PyTorch, which is here)
       python3 tools/golden/make_record_fixture.py --out "$OUT/recfx" > "$OUT/recgolden.log" 2>&1
       note "record golden fixture rc=$? $(tail -2 "$OUT/recgolden.log" | tr '\n' ' ')"; ls -la "$OUT/recfx" ;;
+    packcheck) # issue 5 / §2.5: top-2026-04-27 with the DocumentPackingLoader against the sequential stream (PACK_STEPS steps)
+      [ -f data-local/bench8192/.done ] || { mkdir -p data-local/bench8192
+        $BIN data encode .carry/data/train --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model \
+          --out data-local/bench8192 --prefix bench8192 --val-docs 64 > "$OUT/encode8192.log" 2>&1 && touch data-local/bench8192/.done; }
+      for l in document_packing sequential; do rm -rf "runs/pack-$l"
+        $BIN train --config configs/top-2026-04-27.toml --run-dir "runs/pack-$l" --set data.loader=$l \
+          --set train.iterations=${PACK_STEPS:-20} --set train.warmup_steps=0 --set train.loop_warmup_steps=0 \
+          --set train.max_wallclock_seconds=0 --set train.lr_schedule=step --set train.val_loss_every=0 \
+          --set train.int8_roundtrip=false --set optim.final_weights=live \
+          --set data.tokenizer=.carry/data/tokenizers/fineweb_8192_bpe.model > "$OUT/packcheck-$l.log" 2>&1
+        note "packcheck $l rc=$? $(grep -E '^step:(5|${PACK_STEPS:-20})/|done:|val_bpb' "$OUT/packcheck-$l.log" | tail -3 | tr '\n' ' ')"; done ;;
     gtest) .carry/bin/pgolf_tests --gtest_filter="${GTEST_FILTER:?set GTEST_FILTER}" > "$OUT/gtest.log" 2>&1
       note "gtest $GTEST_FILTER rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gtest.log" | tr '\n' ' ')"; grep -E 'Failure|actual' "$OUT/gtest.log" | head -20 ;;
     *) note "unknown task $task" ;;
