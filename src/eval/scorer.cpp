@@ -47,15 +47,37 @@ class WindowRunner {
   Arena& arena() { return arena_; }
 
   // Per-token losses (rows * row_len, row-major) for windows ws[0..n).
+  // Only the rows some window scores go through the head: the last `tail` rows of every row, tail = the
+  // longest scored stretch (a sliding window scores its last `stride` rows; rows before it get NaN here and are
+  // never read).
   std::vector<float> losses(const Window* ws, int64_t n, int64_t row_len) {
     fill_rows(ws, n, row_len);
     const Shape sh{n, row_len};
-    Tensor ids = ids_.slice(0, n * row_len).view(sh), targets = targets_.slice(0, n * row_len).view(sh);
+    Tensor ids = ids_.slice(0, n * row_len).view(sh);
     ids.copy_from(Tensor::from_blob(host_ids_.data(), sh, DType::I32, Device::CPU));
-    targets.copy_from(Tensor::from_blob(host_targets_.data(), sh, DType::I32, Device::CPU));
-    Tensor losses = losses_.slice(0, n * row_len);
-    model_.forward_losses(ids, targets, arena_, losses);
-    return losses.to_float_vector();
+    int64_t tail = 1;
+    for (int64_t r = 0; r < n; ++r) tail = std::max(tail, row_len - ws[r].score_from);
+    if (tail >= row_len) {
+      Tensor targets = targets_.slice(0, n * row_len).view(sh);
+      targets.copy_from(Tensor::from_blob(host_targets_.data(), sh, DType::I32, Device::CPU));
+      Tensor losses = losses_.slice(0, n * row_len);
+      model_.forward_losses(ids, targets, arena_, losses);
+      return losses.to_float_vector();
+    }
+    std::vector<int32_t> tail_targets(static_cast<size_t>(n * tail));
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t i = 0; i < tail; ++i)
+        tail_targets[static_cast<size_t>(r * tail + i)] = host_targets_[static_cast<size_t>(r * row_len + row_len - tail + i)];
+    const Shape tsh{n, tail};
+    Tensor targets = targets_.slice(0, n * tail).view(tsh);
+    targets.copy_from(Tensor::from_blob(tail_targets.data(), tsh, DType::I32, Device::CPU));
+    Tensor losses = losses_.slice(0, n * tail);
+    model_.forward_losses_tail(ids, targets, tail, arena_, losses);
+    const std::vector<float> got = losses.to_float_vector();
+    std::vector<float> out(static_cast<size_t>(n * row_len), std::numeric_limits<float>::quiet_NaN());
+    for (int64_t r = 0; r < n; ++r)
+      std::copy(got.begin() + r * tail, got.begin() + (r + 1) * tail, out.begin() + r * row_len + row_len - tail);
+    return out;
   }
 
   // The model's log-distributions (scored rows of every window, in order; sum of scored x V) for

@@ -176,6 +176,27 @@ void GPT::forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena,
   tp.softcap_cross_entropy(logits, targets.view(Shape{N}), cfg_.logit_softcap, losses.view(Shape{N}), 1.f);
 }
 
+void GPT::forward_losses_tail(const Tensor& ids, const Tensor& targets, int64_t tail, Arena& arena,
+                              const Tensor& losses) {
+  check_batch("forward_losses_tail", ids, Tensor(), dev_);
+  PG_CHECK(tail > 0 && tail <= ids.dim(1), "forward_losses_tail: tail {} must be in [1, T] of ids {}",
+           tail, ids.desc());
+  const int64_t B = ids.dim(0), N = B * tail;
+  PG_CHECK(targets.numel() == N && targets.dtype() == DType::I32 && targets.device() == dev_,
+           "forward_losses_tail: targets {} must be ({}, {}) i32 on the model's device", targets.desc(), B, tail);
+  PG_CHECK(losses.numel() == N && losses.dtype() == DType::F32, "forward_losses_tail: losses {} must be ({}) f32",
+           losses.desc(), N);
+  ArenaScope scope(arena);
+  Tape tp(arena, cfg_.act_dtype, cfg_.norm_eps, /*record_grads=*/false);
+  struct Reset {
+    int64_t& v;
+    ~Reset() { v = 0; }
+  } reset{head_tail_};
+  head_tail_ = tail;
+  Var logits = forward(tp, ids, nullptr);
+  tp.softcap_cross_entropy(logits, targets.view(Shape{N}), cfg_.logit_softcap, losses.view(Shape{N}), 1.f);
+}
+
 void GPT::forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits) {
   check_batch("forward_logits", ids, Tensor(), dev_);
   const Shape want{ids.numel(), cfg_.vocab_size};

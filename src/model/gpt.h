@@ -111,6 +111,11 @@ class GPT {
                         const Tensor& loss_sum);
   // Forward only: per-token losses (B*T) f32 (nats). Used by every evaluation path.
   void forward_losses(const Tensor& ids, const Tensor& targets, Arena& arena, const Tensor& losses);
+  // Forward only, scoring just the last `tail` positions of every row: targets (B, tail) i32, losses (B*tail) f32.
+  // The final norm, the head and the cross-entropy run on those rows only (sliding-window evaluation scores the
+  // last `stride` positions of each window; the head is ≈6 % of the forward at vocab 8192, the logits' memory
+  // traffic more). 0 < tail <= T.
+  void forward_losses_tail(const Tensor& ids, const Tensor& targets, int64_t tail, Arena& arena, const Tensor& losses);
   // Forward only: the raw tied-head logits z = h E^T (B*T, V) in cfg.act_dtype (before the soft-cap).
   void forward_logits(const Tensor& ids, Arena& arena, const Tensor& logits);
   // Bytes the arena needs at (B, T) (measuring dry runs): with_backward, the larger of forward_backward's
@@ -265,6 +270,7 @@ class GPT {
   Tensor half_;      // (1) f32 0.5, the constant weight of merge_lanes
   Tensor doc_start_;  // (B, T) i32 of the batch in flight (doc_isolated), else undefined
   int64_t doc_segment_len_ = 0;  // set_doc_segment_len
+  int64_t head_tail_ = 0;        // forward_losses_tail: rows per sequence kept for the head (0 = all)
   size_t bigram_table_ = 0, bigram_proj_ = 0, bigram_scale_ = 0, ve_table_ = 0, ve_proj_ = 0, ve_gain_ = 0;
   // Tape values of the batch in flight, as (tensor, node) pairs (Var is incomplete here): the value
   // embedding scale * P_v E_v[ids] (N, kv) and layer 0's values for VRL (node -2: not set yet).

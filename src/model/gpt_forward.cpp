@@ -62,6 +62,14 @@ Var GPT::forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates) {
     x = lanes ? two_lane_block(tp, layer, x, &lane_m, x0, B, T) : block(tp, layer, x, x0, B, T);
   }
   if (lanes) x = merge_lanes(tp, x, lane_m);
+  if (head_tail_ > 0 && head_tail_ < T) {  // forward_losses_tail: the head sees the last head_tail_ rows only
+    const int64_t d = x.t.dim(1);
+    Tensor kept = tp.arena().alloc(Shape{B * head_tail_, d}, x.t.dtype(), "head rows");
+    if (!tp.measuring())
+      for (int64_t b = 0; b < B; ++b)
+        ops::copy(x.t.slice(b * T + T - head_tail_, (b + 1) * T), kept.slice(b * head_tail_, (b + 1) * head_tail_));
+    x = tp.constant(kept);  // forward only: no gradient flows through the selection
+  }
   x = tp.rmsnorm(x);
   return adapt(tp, AdapterSite::Head, x, tp.linear(x, p(tok_emb_)));  // (B*T, V) tied head
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "model/gpt.h"
 #include "model_test_util.h"
 
@@ -222,6 +223,37 @@ TEST(GptPlan, PlanIsExactAndSufficient) {
   small.reserve(arena.peak() - 1);  // one byte short of the training step's own peak
   EXPECT_THROW(m.forward_backward(b.ids, b.targets, 1.f, small, loss_sum), Error);
   EXPECT_EQ(small.used(), 0u) << "the arena is reset even when the step fails";
+}
+
+// forward_losses_tail (sliding-window scoring): the last `tail` positions' losses equal the full forward's, and
+// the pass needs no more arena than forward_losses.
+TEST(GptForward, TailLossesMatchTheFullForward) {
+  GPT m(tiny_config(), Device::CPU);
+  randomize(m, 6);
+  const int64_t B = 3, T = 16, tail = 5;
+  const Tensor ids = random_ids(B, T, tiny_config().vocab_size, 8);
+  const Tensor targets = random_ids(B, T, tiny_config().vocab_size, 9);
+  Arena arena(Device::CPU);
+  arena.reserve(m.plan_bytes(B, T, false));
+  Tensor full = Tensor::zeros(Shape{B * T}, DType::F32);
+  m.forward_losses(ids, targets, arena, full);
+  std::vector<int32_t> tt;
+  const auto tv = targets.to_int_vector();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = T - tail; i < T; ++i) tt.push_back(tv[static_cast<size_t>(b * T + i)]);
+  Tensor tail_targets = Tensor::from_blob(tt.data(), Shape{B, tail}, DType::I32, Device::CPU);
+  Tensor part = Tensor::zeros(Shape{B * tail}, DType::F32);
+  m.forward_losses_tail(ids, tail_targets, tail, arena, part);
+  EXPECT_LE(arena.peak(), m.plan_bytes(B, T, false));
+  const auto f = full.to_float_vector(), p = part.to_float_vector();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < tail; ++i)
+      EXPECT_NEAR(p[static_cast<size_t>(b * tail + i)], f[static_cast<size_t>(b * T + T - tail + i)], 1e-5) << b << "," << i;
+  Tensor again = Tensor::zeros(Shape{B * T}, DType::F32);  // the tail setting does not leak into later passes
+  m.forward_losses(ids, targets, arena, again);
+  EXPECT_EQ(again.to_float_vector(), f);
+  EXPECT_THROW(m.forward_losses_tail(ids, tail_targets, T + 1, arena, part), Error);
+  EXPECT_THROW(m.forward_losses_tail(ids, tail_targets, 4, arena, part), Error);  // targets are (B, 5)
 }
 
 TEST(GptForward, LogitsAreCappedByTheLoss) {
