@@ -35,7 +35,17 @@ class Communicator {
   // once; the result is there after wait_async(). Lets gradient reductions overlap the rest of the backward.
   // The loopback reduces at once (same summation as all_reduce_sum, so results are identical bit for bit).
   virtual void all_reduce_sum_async(const Tensor& buf) { all_reduce_sum(buf); }
-  // Waits until every reduction begun by all_reduce_sum_async is complete (errors and dead peers are reported
+  // Starts a sum over ranks into root's buf (in place) after the work queued so far on the current stream and returns
+  // at once; after wait_async() root's buf holds the sum. The other ranks' buf is only read (NCCL leaves it as it
+  // was; so does the loopback). Parallel Muon sends each matrix's gradient to its owner this way during the backward.
+  // The loopback reduces at once, adding the ranks in rank order (the same sums as all_reduce_sum and
+  // reduce_scatter_sum, so results are identical bit for bit).
+  virtual void reduce_sum_async(const Tensor& buf, int root) = 0;
+  // Brackets several asynchronous calls that may run together (NCCL: one ncclGroupStart/End, so reductions to
+  // different roots are launched as one). Every rank must bracket the same calls. No-ops on the loopback.
+  virtual void group_begin() {}
+  virtual void group_end() {}
+  // Waits until every reduction begun by all_reduce_sum_async / reduce_sum_async is complete (errors and dead peers are reported
   // here, within timeout_s()).
   virtual void wait_async() {}
   // acc = ((acc + contrib_0) + contrib_1) + ... + contrib_{world-1}, rank 0's acc as the start (f32). On the loopback

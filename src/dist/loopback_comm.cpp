@@ -145,6 +145,21 @@ class LoopbackComm final : public Communicator {
         [&](const std::vector<std::byte>& res) { std::memcpy(buf.data(), res.data(), buf.nbytes()); });
   }
 
+  void reduce_sum_async(const Tensor& buf, int root) override {
+    check_f32(buf, "reduce_sum_async", "buf");
+    PG_CHECK(root >= 0 && root < world(), "loopback reduce_sum_async: root {} outside [0, {})", root, world());
+    const size_t n = static_cast<size_t>(buf.numel());
+    hub_->collective(
+        rank_, fmt::format("reduce_sum(root {})", root), buf.data(), buf.nbytes(),
+        [n](const std::vector<const void*>& in, std::vector<std::byte>& res) {
+          res.resize(n * sizeof(float));
+          sum_in_order(nullptr, as_floats(in), n, reinterpret_cast<float*>(res.data()));
+        },
+        [&](const std::vector<std::byte>& res) {
+          if (rank_ == root) std::memcpy(buf.data(), res.data(), buf.nbytes());
+        });
+  }
+
   void accumulate_sum(const Tensor& acc, const Tensor& contrib) override {
     check_f32(acc, "accumulate_sum", "acc");
     check_f32(contrib, "accumulate_sum", "contrib");

@@ -81,17 +81,37 @@ class NcclComm final : public Communicator {
   }
   void all_reduce_sum_async(const Tensor& buf) override {
     check(buf, "all_reduce_sum_async", true);
-    // The comm stream waits on the compute stream's work so far (an event, no host wait).
-    PG_CUDA_CHECK(cudaEventRecord(ready_, static_cast<cudaStream_t>(current_stream())), "nccl async: event record");
-    PG_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), "nccl async: stream wait");
+    after_compute();
     PG_NCCL_OK(ncclAllReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()), ncclFloat32, ncclSum, comm_,
                                 stream_));
     async_pending_ = true;
   }
+  void reduce_sum_async(const Tensor& buf, int root) override {
+    check(buf, "reduce_sum_async", true);
+    PG_CHECK(root >= 0 && root < world(), "nccl reduce_sum_async: root {} outside [0, {})", root, world());
+    after_compute();
+    PG_NCCL_OK(ncclReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()), ncclFloat32, ncclSum, root, comm_,
+                             stream_));
+    async_pending_ = true;
+  }
+  void group_begin() override {
+    PG_CHECK(!in_group_, "nccl group_begin: already in a group");
+    after_compute();  // once for the whole group
+    in_group_ = true;
+    PG_NCCL_OK(ncclGroupStart());
+  }
+  void group_end() override {
+    PG_CHECK(in_group_, "nccl group_end without group_begin");
+    in_group_ = false;
+    const ncclResult_t rc = ncclGroupEnd();
+    PG_CHECK(rc == ncclSuccess || rc == ncclInProgress, "NCCL: ncclGroupEnd failed: {}", ncclGetErrorString(rc));
+    // A nonblocking communicator may still be enqueueing the group: settle before the next NCCL call.
+    if (rc == ncclInProgress) wait_comm_ready("ncclGroupEnd");
+  }
   void wait_async() override {
     if (!async_pending_) return;
     async_pending_ = false;
-    finish("all_reduce_sum_async");
+    finish("asynchronous reduction");
   }
   void accumulate_sum(const Tensor& acc, const Tensor& contrib) override {
     check(acc, "accumulate_sum", true);
@@ -142,6 +162,13 @@ class NcclComm final : public Communicator {
     PG_CHECK(t.defined() && t.device() == Device::CUDA, "nccl {}: {} must be a CUDA tensor", op, t.desc());
     PG_CHECK(!f32 || t.dtype() == DType::F32, "nccl {}: {} must be f32", op, t.desc());
   }
+  // Asynchronous collectives: the comm stream waits on the compute stream's work so far (an event, no host wait).
+  // Inside a group, group_begin did it for every call of the group.
+  void after_compute() {
+    if (in_group_) return;
+    PG_CUDA_CHECK(cudaEventRecord(ready_, static_cast<cudaStream_t>(current_stream())), "nccl async: event record");
+    PG_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), "nccl async: stream wait");
+  }
   // Collectives read what the default stream wrote: order the comm stream after it.
   void begin() { PG_CUDA_CHECK(cudaStreamSynchronize(nullptr), "nccl collective: default stream"); }
   void finish(const char* op) {
@@ -181,6 +208,7 @@ class NcclComm final : public Communicator {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;  // the compute stream's point an asynchronous reduction starts after
   bool async_pending_ = false;
+  bool in_group_ = false;
 };
 
 }  // namespace

@@ -68,9 +68,10 @@ class Muon {
   //  - shard_momentum = false: the grads must already be summed over the ranks; every rank keeps and updates every
   //    momentum buffer (an elementwise op). Each matrix goes through the same kernels as in the single-rank step, so
   //    the result is bit-identical to it.
-  //  - shard_momentum = true ("Parallel Muon"): reduce_grads() sums each bank's gradients with one reduce_scatter
-  //    so a rank receives only the matrices it owns; momentum is allocated for those only (1/world of the memory),
-  //    and the owner's Newton–Schulz runs batched over its slots of the bank.
+  //  - shard_momentum = true ("Parallel Muon"): each rank needs the summed gradients of the matrices it owns only:
+  //    reduce_grads() gets them (one reduce_scatter per bank, or in place when the caller already summed them, e.g.
+  //    reduced each to its owner during the backward); momentum is allocated for those only (1/world of the
+  //    memory), and the owner's Newton–Schulz runs batched over its slots of the bank.
   void shard_over(dist::Communicator* comm, bool shard_momentum = false);
   bool sharded() const { return comm_ != nullptr; }
   bool shards_momentum() const { return comm_ != nullptr && shard_momentum_; }
@@ -80,11 +81,16 @@ class Muon {
   size_t momentum_bytes() const;
 
   // Sharded momentum only; the first half of a step, before step(). summed = false: each rank's grads are its own
-  // (not yet summed over the ranks), one reduce_scatter_sum per bank sums them into their owners' shards.
-  // summed = true: the grads already hold the sums (exact accumulation); each owner copies its own.
+  // (not yet summed over the ranks), one reduce_scatter_sum per bank sums them into their owners' shards (copied
+  // into a padded bank buffer first). summed = true: the owners' grads already hold the sums (exact accumulation
+  // summed every gradient, or the trainer reduced each matrix to its owner during the backward); the step reads
+  // them in place (other ranks' grads of the matrix are not read).
   void reduce_grads(bool summed);
   // Sharded momentum: the summed gradient of matrix i if this rank owns it, else an undefined tensor.
   Tensor owned_grad(size_t i) const;
+  // Sharded (either form): the rank that orthogonalises matrix i (with sharded momentum: the one that needs its
+  // summed gradient); -1 when not sharded.
+  int owner(size_t i) const;
   // Sharded momentum, for checkpoints that hold every matrix's full momentum (the format of a replicated run, so a
   // run can resume with another world size or with the switch off). stage_full_momentum allocates full copies,
   // filled from their owners when `gather` (a collective: every rank must call it); full_momentum(i) is then matrix
@@ -107,7 +113,8 @@ class Muon {
     // Sharded momentum only:
     std::vector<int64_t> idle;    // slots of world * per_rank that no member uses (padding)
     std::vector<int64_t> my_idle; // this rank's slots that no member uses
-    Tensor grad;                  // (per_rank, R, C) f32: summed gradients of this rank's matrices
+    Tensor grad;                  // (per_rank, R, C) f32: summed gradients of this rank's matrices (reduce-scatter
+                                  // only; allocated at its first use)
     Tensor mom;                   // (per_rank, R, C) f32: their momentum
     Tensor mom_full;              // (world * per_rank, R, C) f32: everyone's momentum, only while staged
     NsScratch ns;                 // (per_rank, R, C) batched Newton–Schulz scratch
@@ -138,9 +145,12 @@ class Muon {
   dist::Communicator* comm_ = nullptr;
   bool shard_momentum_ = false;
   bool grads_reduced_ = false;  // sharded momentum: reduce_grads() ran since the last step()
+  bool grads_in_place_ = false; // ... and the owners' summed grads are the parameters' own (else in Bank::grad)
   std::vector<Bank> banks_;
   std::vector<std::pair<size_t, size_t>> where_;  // per parameter: (bank, member position)
   Tensor rs_send_;  // sharded momentum: (max over banks of world * per_rank * R * C) f32 reduce-scatter input
+                    // (allocated at the first reduce-scatter)
+  int64_t rs_send_n_ = 0;
 };
 
 }  // namespace pgolf::train

@@ -24,7 +24,8 @@ void Muon::shard_over(dist::Communicator* comm, bool shard_momentum) {
   scratch_.clear();
   where_.assign(params_.size(), {0, 0});
   rs_send_ = Tensor();
-  grads_reduced_ = false;
+  rs_send_n_ = 0;
+  grads_reduced_ = grads_in_place_ = false;
   comm_ = comm && comm->world() > 1 ? comm : nullptr;
   shard_momentum_ = shard_momentum;
   if (!comm_) {
@@ -76,7 +77,6 @@ void Muon::shard_over(dist::Communicator* comm, bool shard_momentum) {
         b.idle.push_back(s);
         if (s / b.per_rank == rank) b.my_idle.push_back(s % b.per_rank);
       }
-      b.grad = Tensor::zeros(Shape{b.per_rank, b.rows, b.cols}, DType::F32, dev_);
       b.mom = Tensor::zeros(Shape{b.per_rank, b.rows, b.cols}, DType::F32, dev_);
       b.ns = NsScratch::make(b.rows, b.cols, opt_.ns_dtype, dev_, b.per_rank);
       send_max = std::max(send_max, world * b.per_rank * b.rows * b.cols);
@@ -89,8 +89,14 @@ void Muon::shard_over(dist::Communicator* comm, bool shard_momentum) {
     for (const Bank& b : banks_)
       for (size_t k = 0; k < b.members.size(); ++k)
         if (b.owner[k] == rank) bufs_[b.members[k]] = mat_at(b.mom, b.slot[k]);
-    rs_send_ = Tensor::zeros(Shape{send_max}, DType::F32, dev_);
+    rs_send_n_ = send_max;
   }
+}
+
+int Muon::owner(size_t i) const {
+  if (!comm_) return -1;
+  const auto [bank, k] = locate(i);
+  return banks_[bank].owner[k];
 }
 
 size_t Muon::owned_count() const {
@@ -146,13 +152,13 @@ void Muon::step_sharded(const Tensor& hp_momentum, const Tensor& hp_apply) {
 
 void Muon::reduce_grads(bool summed) {
   PG_CHECK(shards_momentum(), "Muon::reduce_grads: only with sharded momentum");
-  const int rank = comm_->rank(), world = comm_->world();
+  grads_reduced_ = true;
+  grads_in_place_ = summed;
+  if (summed) return;  // the owners' grads hold the sums: read in place
+  const int world = comm_->world();
+  if (!rs_send_.defined()) rs_send_ = Tensor::zeros(Shape{rs_send_n_}, DType::F32, dev_);
   for (Bank& b : banks_) {
-    if (summed) {
-      for (size_t k = 0; k < b.members.size(); ++k)
-        if (b.owner[k] == rank) mat_at(b.grad, b.slot[k]).copy_from(params_[b.members[k]]->grad);
-      continue;
-    }
+    if (!b.grad.defined()) b.grad = Tensor::zeros(Shape{b.per_rank, b.rows, b.cols}, DType::F32, dev_);
     // The grads are scattered over the flat gradient buffer in table order, with other tensors between them:
     // copy them into one padded bank, rank r's slots at [r per, (r+1) per), and reduce-scatter it. Summing only
     // the matrices a rank owns moves half the bytes of an all-reduce (which is a reduce-scatter + all-gather).
@@ -163,14 +169,14 @@ void Muon::reduce_grads(bool summed) {
     for (int64_t s : b.idle) mat_at(send, s).zero_();  // padding: zero, not another bank's stale gradients
     comm_->reduce_scatter_sum(send.view(Shape{n * b.rows * b.cols}), b.grad.view(Shape{b.grad.numel()}));
   }
-  grads_reduced_ = true;
 }
 
 Tensor Muon::owned_grad(size_t i) const {
   PG_CHECK(shards_momentum() && grads_reduced_, "Muon::owned_grad: needs sharded momentum and reduce_grads() first");
   const auto [bank, k] = locate(i);
   const Bank& b = banks_[bank];
-  return b.owner[k] == comm_->rank() ? mat_at(b.grad, b.slot[k]) : Tensor();
+  if (b.owner[k] != comm_->rank()) return Tensor();
+  return grads_in_place_ ? params_[i]->grad : mat_at(b.grad, b.slot[k]);
 }
 
 void Muon::step_sharded_momentum(const Tensor& hp_momentum, const Tensor& hp_apply) {
@@ -182,8 +188,9 @@ void Muon::step_sharded_momentum(const Tensor& hp_momentum, const Tensor& hp_app
     // zeros, which NS keeps at zero (x / max(||x||, 1e-7)); they travel in the all-gather but are never applied.
     for (size_t k = 0; k < b.members.size(); ++k)
       if (b.owner[k] == rank)
-        ops::muon_momentum(mat_at(b.grad, b.slot[k]), mat_at(b.mom, b.slot[k]), mat_at(b.ns.x0, b.slot[k]),
-                           hp_momentum, opt_.nesterov);  // U -> slot (NS dtype)
+        ops::muon_momentum(grads_in_place_ ? params_[b.members[k]]->grad : mat_at(b.grad, b.slot[k]),
+                           mat_at(b.mom, b.slot[k]), mat_at(b.ns.x0, b.slot[k]), hp_momentum,
+                           opt_.nesterov);  // U -> slot (NS dtype)
     for (int64_t s : b.my_idle) mat_at(b.ns.x0, s).zero_();
     if (opt_.row_normalize) ops::row_normalize(b.ns.x0.view(Shape{b.per_rank * b.rows, b.cols}), 1e-7f);
     const Tensor x = newton_schulz(b.ns.x0, b.ns, opt_.coeffs, opt_.steps);

@@ -28,12 +28,19 @@ class Optimizer {
   Optimizer(model::ParamTable& params, const OptimSection& cfg, Device dev, DType ns_dtype,
             dist::Communicator* comm = nullptr);
 
-  // Sharded momentum: whether the Muon matrices' grads reach step() already summed over the ranks (true, the
-  // default: e.g. exact accumulation sums every gradient; each owner then copies its own) or as each rank's own
-  // (false: step() reduce-scatters them, and the caller must leave them out of its reductions).
+  // Sharded momentum: whether the Muon matrices' grads reach step() already summed over the ranks, at least on
+  // each matrix's owner (true, the default: exact accumulation sums every gradient, or the trainer reduced each
+  // matrix to its owner during the backward, see muon_grad_owner(); the owners read them in place) or as each
+  // rank's own (false: step() reduce-scatters them, and the caller must leave them out of its reductions).
   void set_muon_grads_summed(bool summed) { muon_grads_summed_ = summed; }
   // True when step() sums the Muon grads itself (sharded momentum and set_muon_grads_summed(false)).
   bool muon_reduces_grads() const { return muon_->shards_momentum() && !muon_grads_summed_; }
+  // Sharded momentum: the rank whose step reads the summed gradient of parameter `table_index` (a Muon matrix;
+  // only that rank needs the sum, so a reduce to it suffices); -1 for Adam parameters or without sharded momentum.
+  int muon_grad_owner(size_t table_index) const {
+    const int64_t m = muon_index_[table_index];
+    return m >= 0 && muon_->shards_momentum() ? muon_->owner(static_cast<size_t>(m)) : -1;
+  }
 
   // One update from the accumulated grads. `step` = updates done before this one (0-based),
   // `lr_mult` from the schedule. With grad_clip_norm > 0 the global grad norm is read back (one

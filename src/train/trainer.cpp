@@ -226,21 +226,27 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
   const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
 
-  // Parallel Muon (optim.muon_shard_momentum, docs/DISTRIBUTED.md): the optimizer reduce-scatters the Muon
-  // matrices' gradients itself, so the reductions below leave them out; exact accumulation still sums every
-  // gradient (each owner then takes its own).
-  optimizer.set_muon_grads_summed(opt.exact_accumulation);
-  const bool skip_muon = optimizer.muon_reduces_grads();
-  if (optimizer.muon().shards_momentum())
-    log.line(fmt::format("parallel muon: gradients reduce-scattered, momentum sharded: {} of {} matrices, {:.2f} MiB "
-                         "of momentum on this rank",
+  const bool overlap_reduce = comm && !opt.exact_accumulation && cfg.train.overlap_grad_reduce;
+  // Parallel Muon (optim.muon_shard_momentum, docs/DISTRIBUTED.md): only a Muon matrix's owner needs its summed
+  // gradient, so the all-reduces below leave the matrices out. With the overlap each matrix is reduced to its owner
+  // (in place) as soon as the backward has finished it; otherwise the optimizer reduce-scatters them after the
+  // backward. Exact accumulation still sums every gradient (each owner then reads its own).
+  const bool muon_sharded = optimizer.muon().shards_momentum();
+  const bool muon_to_owners = muon_sharded && overlap_reduce;
+  optimizer.set_muon_grads_summed(opt.exact_accumulation || muon_to_owners);
+  const bool skip_muon = muon_sharded && !opt.exact_accumulation;
+  if (muon_sharded)
+    log.line(fmt::format("parallel muon: gradients {}, momentum sharded: {} of {} matrices, {:.2f} MiB of momentum on "
+                         "this rank",
+                         muon_to_owners ? "reduced to their owners during the backward"
+                         : opt.exact_accumulation ? "summed by the exact accumulation"
+                                                  : "reduce-scattered after the backward",
                          optimizer.muon().owned_count(), optimizer.muon().size(),
                          static_cast<double>(optimizer.muon().momentum_bytes()) / (1 << 20)));
   auto reduced_here = [&](size_t i) { return !skip_muon || gpt.params().all()[i].spec.group != model::OptGroup::Muon; };
 
   // Every gradient plus the loss sum in one flat f32 buffer: one collective per reduction.
   const int64_t flat_n = n_params + 1;
-  const bool overlap_reduce = comm && !opt.exact_accumulation && cfg.train.overlap_grad_reduce;
   Tensor flat = ((comm && !overlap_reduce) || opt.exact_accumulation) ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
   Tensor flat_acc = opt.exact_accumulation ? Tensor::zeros(Shape{flat_n}, DType::F32, dev) : Tensor();
   auto pack = [&](const Tensor& dst) -> int64_t {  // returns the elements used
@@ -266,22 +272,29 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   };
 
   // Overlapped reduction (see the micro-step loop): runs of consecutive parameters are contiguous in the table's
-  // flat gradient buffer (params.h), so each run is one in-place collective.
+  // flat gradient buffer (params.h), so each run is one in-place all-reduce; with Parallel Muon each Muon matrix
+  // is instead reduced in place to its owner (the other ranks' copies keep partial sums that nobody reads). The
+  // calls of one report form one group (NCCL launches them together).
   const model::ParamTable& table = gpt.params();
-  auto reduce_ready = [&](const std::vector<size_t>& ready_all) {
+  auto reduce_ready = [&](const std::vector<size_t>& ready) {
     const Tensor& gflat = table.grad_flat();
     const size_t n = table.all().size();
-    std::vector<size_t> ready;
-    for (size_t i : ready_all)
-      if (reduced_here(i)) ready.push_back(i);
+    comm->group_begin();
     for (size_t i = 0; i < ready.size();) {
+      const int root = muon_to_owners ? optimizer.muon_grad_owner(ready[i]) : -1;
+      if (root >= 0) comm->reduce_sum_async(table.all()[ready[i]].grad, root);
+      if (root >= 0 || !reduced_here(ready[i])) {
+        ++i;
+        continue;
+      }
       size_t j = i;
-      while (j + 1 < ready.size() && ready[j + 1] == ready[j] + 1) ++j;
+      while (j + 1 < ready.size() && ready[j + 1] == ready[j] + 1 && reduced_here(ready[j + 1])) ++j;
       const int64_t begin = table.grad_range(ready[i]).first;
       const int64_t end = ready[j] + 1 < n ? table.grad_range(ready[j] + 1).first : gflat.numel();
       if (end > begin) comm->all_reduce_sum_async(gflat.slice(begin, end));
       i = j + 1;
     }
+    comm->group_end();
   };
 
   quant::QatConfig qat;

@@ -4,8 +4,11 @@
 // every momentum) bit for bit: parameters, momenta, grad norms, losses, checkpoints.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <set>
 
 #include "data/file_util.h"
 #include "dist/loopback_comm.h"
@@ -60,7 +63,9 @@ struct Result {
   size_t momentum_bytes = 0, owned = 0, owned_buffers = 0;
 };
 
-enum class Mode { Replicated, Sharded, ShardedPresummed };
+// Sharded: the optimizer reduce-scatters the Muon grads; ShardedPresummed: every grad all-reduced first;
+// ShardedToOwners: each Muon grad reduced to its owner only (what the overlapped trainer does during the backward).
+enum class Mode { Replicated, Sharded, ShardedPresummed, ShardedToOwners };
 
 Result run_steps(dist::Communicator& comm, Mode mode, double clip) {
   model::ParamTable t = make_table();
@@ -76,9 +81,22 @@ Result run_steps(dist::Communicator& comm, Mode mode, double clip) {
   Result r;
   for (int s = 0; s < 3; ++s) {
     fill_grads(t, s, comm.rank());
-    // What the trainer does: all-reduce what the optimizer does not reduce itself.
-    for (auto& p : t.all())
-      if (!opt.muon_reduces_grads() || p.spec.group != model::OptGroup::Muon) comm.all_reduce_sum(p.grad);
+    // What the trainer does: all-reduce what the optimizer does not reduce itself (or reduce to the owner).
+    for (size_t i = 0; i < t.all().size(); ++i) {
+      auto& p = t.all()[i];
+      const int owner = opt.muon_grad_owner(i);
+      EXPECT_EQ(owner >= 0, mode != Mode::Replicated && p.spec.group == model::OptGroup::Muon);
+      if (mode == Mode::ShardedToOwners && owner >= 0) {
+        comm.reduce_sum_async(p.grad, owner);
+        if (comm.rank() != owner) {  // poison the non-owners' partial sums: the step must not read them
+          auto* d = static_cast<float*>(p.grad.data());
+          std::fill(d, d + p.grad.numel(), std::numeric_limits<float>::quiet_NaN());
+        }
+      } else if (!opt.muon_reduces_grads() || p.spec.group != model::OptGroup::Muon) {
+        comm.all_reduce_sum(p.grad);
+      }
+    }
+    comm.wait_async();
     r.norms.push_back(opt.step(s, 1.0));
   }
   for (auto& p : t.all()) r.values.push_back(p.value.to_float_vector());
@@ -123,6 +141,7 @@ TEST(ParallelMuon, OptimizerStepEqualsReplicatedBitForBit) {
       const std::vector<Result> ref = run_world(world, Mode::Replicated, clip);
       const std::vector<Result> got = run_world(world, Mode::Sharded, clip);
       const std::vector<Result> pre = run_world(world, Mode::ShardedPresummed, clip);
+      const std::vector<Result> own = run_world(world, Mode::ShardedToOwners, clip);
       size_t owned = 0;
       for (int r = 0; r < world; ++r) {
         const auto R = static_cast<size_t>(r);
@@ -132,6 +151,9 @@ TEST(ParallelMuon, OptimizerStepEqualsReplicatedBitForBit) {
         EXPECT_EQ(got[R].norms, ref[0].norms);
         EXPECT_TRUE(same_bits(pre[R].values, ref[0].values)) << "presummed: parameters differ";
         EXPECT_TRUE(same_bits(pre[R].momenta, ref[0].momenta)) << "presummed: momenta differ";
+        EXPECT_TRUE(same_bits(own[R].values, ref[0].values)) << "reduced to owners: parameters differ";
+        EXPECT_TRUE(same_bits(own[R].momenta, ref[0].momenta)) << "reduced to owners: momenta differ";
+        EXPECT_EQ(own[R].norms, ref[0].norms);
         if (clip > 0) EXPECT_GT(got[R].norms[0], clip);  // the clip acts
         // Momentum memory: the replicated run holds every matrix; a sharded rank ceil(k / world) slots per bank.
         EXPECT_EQ(ref[R].momentum_bytes, kMatrixBytes);
@@ -196,31 +218,181 @@ TEST(ParallelMuon, NeedsMuonSharded) {
   EXPECT_NE(text.find("muon_shard_momentum = false"), std::string::npos) << "not in the resolved config";
 }
 
-// Whole training runs, worlds 2 and 3: the reduce-scatter (overlapped all-reduce of the rest, or one packed
-// all-reduce after the backward) gives the same losses, validation and final checkpoint as the replicated run.
+// Whole training runs, worlds 2, 3 and 4, with and without clipping: Parallel Muon with the overlapped reduction
+// (each Muon matrix reduced to its owner during the backward, the rest all-reduced block by block) and with the
+// packed one (one all-reduce of the rest after the backward, then the optimizer's reduce-scatter) give the same
+// losses, validation and final checkpoint as the replicated run.
 TEST(ParallelMuon, TrainingEqualsReplicatedBitForBit) {
   test::TinyData d("pmuon");
-  for (bool overlap : {true, false}) {
-    for (int world : {2, 3}) {
+  for (int world : {2, 3, 4}) {
+    for (double clip : {0.0, 0.05}) {  // the global norm of the clip: owners' matrices + Adam part
       train::Config off = d.cfg;
-      off.train.overlap_grad_reduce = overlap;
-      off.optim.grad_clip_norm = overlap ? 0.0 : 0.05;  // the global norm of the clip: owners' shards + Adam part
-      train::Config on = off;
-      on.optim.muon_shard_momentum = true;
-      const std::string tag = fmt::format("{}{}", overlap ? "ov" : "pk", world);
-      const test::TinyRun a = d.run(world, false, "off" + tag, off);
-      const test::TinyRun b = d.run(world, false, "on" + tag, on);
+      off.optim.grad_clip_norm = clip;
+      train::Config on_ov = off;
+      on_ov.optim.muon_shard_momentum = true;
+      train::Config on_pk = on_ov;
+      on_pk.train.overlap_grad_reduce = false;
+      const std::string tag = fmt::format("{}{}", world, clip > 0 ? "c" : "");
       SCOPED_TRACE(tag);
+      const test::TinyRun a = d.run(world, false, "off" + tag, off);
+      const test::TinyRun b = d.run(world, false, "onov" + tag, on_ov);
+      const test::TinyRun c = d.run(world, false, "onpk" + tag, on_pk);
       ASSERT_EQ(a.losses.size(), 4u);
       EXPECT_EQ(a.losses, b.losses);
+      EXPECT_EQ(a.losses, c.losses);
       EXPECT_EQ(a.result.val_loss, b.result.val_loss);
-      EXPECT_EQ(checkpoint_payload(d.dir + "/off" + tag), checkpoint_payload(d.dir + "/on" + tag))
-          << "final weights or optimizer state differ";
+      EXPECT_EQ(a.result.val_loss, c.result.val_loss);
+      const std::string ref = checkpoint_payload(d.dir + "/off" + tag);
+      EXPECT_EQ(ref, checkpoint_payload(d.dir + "/onov" + tag)) << "overlapped: final weights or optimizer state differ";
+      EXPECT_EQ(ref, checkpoint_payload(d.dir + "/onpk" + tag)) << "packed: final weights or optimizer state differ";
     }
   }
-  // The log says what the ranks hold.
-  EXPECT_NE(data::read_file(d.dir + "/onov2/train.log").find("parallel muon: gradients reduce-scattered"),
+  // The log says how the gradients travel and what the ranks hold.
+  EXPECT_NE(data::read_file(d.dir + "/onov2/train.log").find("parallel muon: gradients reduced to their owners during "
+                                                             "the backward"),
             std::string::npos);
+  EXPECT_NE(data::read_file(d.dir + "/onpk2/train.log").find("parallel muon: gradients reduce-scattered after the "
+                                                             "backward"),
+            std::string::npos);
+}
+
+namespace {
+
+// Forwards every call to the loopback and records the collectives in the order this rank issued them.
+class RecordingComm final : public dist::Communicator {
+ public:
+  struct Call {
+    std::string op;
+    int64_t numel = 0;
+    int root = -1;
+  };
+  explicit RecordingComm(dist::Communicator& inner) : c_(inner) {}
+  int rank() const override { return c_.rank(); }
+  int world() const override { return c_.world(); }
+  std::string name() const override { return c_.name(); }
+  double timeout_s() const override { return c_.timeout_s(); }
+  void all_reduce_sum(const Tensor& b) override { log("all_reduce_sum", b.numel()); c_.all_reduce_sum(b); }
+  void all_reduce_sum_async(const Tensor& b) override { log("all_reduce_sum_async", b.numel()); c_.all_reduce_sum_async(b); }
+  void reduce_sum_async(const Tensor& b, int root) override {
+    log("reduce_sum_async", b.numel(), root);
+    c_.reduce_sum_async(b, root);
+  }
+  void group_begin() override { log("group_begin", 0); c_.group_begin(); }
+  void group_end() override { log("group_end", 0); c_.group_end(); }
+  void wait_async() override { log("wait_async", 0); c_.wait_async(); }
+  void accumulate_sum(const Tensor& a, const Tensor& b) override { log("accumulate_sum", b.numel()); c_.accumulate_sum(a, b); }
+  void reduce_scatter_sum(const Tensor& in, const Tensor& out) override {
+    log("reduce_scatter_sum", in.numel());
+    c_.reduce_scatter_sum(in, out);
+  }
+  void all_gather(const Tensor& in, const Tensor& out) override { log("all_gather", in.numel()); c_.all_gather(in, out); }
+  void broadcast(const Tensor& b, int root) override { log("broadcast", b.numel(), root); c_.broadcast(b, root); }
+  void barrier() override { log("barrier", 0); c_.barrier(); }
+  std::vector<Call> calls;
+
+ private:
+  void log(const char* op, int64_t n, int root = -1) { calls.push_back({op, n, root}); }
+  dist::Communicator& c_;
+};
+
+std::vector<std::vector<RecordingComm::Call>> record_run(const test::TinyData& d, const train::Config& cfg,
+                                                         const std::string& name, int world) {
+  train::Config c = cfg;
+  c.train.grad_accum = test::kMicroSteps / world;
+  std::vector<std::vector<RecordingComm::Call>> per(static_cast<size_t>(world));
+  dist::run_loopback(world, [&](dist::Communicator& inner) {
+    RecordingComm rec(inner);
+    train::RunOptions o;
+    o.run_dir = d.dir + "/" + name;
+    o.quiet = true;
+    o.comm = &rec;
+    train::run_training(c, o);
+    per[static_cast<size_t>(inner.rank())] = rec.calls;
+  }, 60);
+  return per;
+}
+
+}  // namespace
+
+// With the overlap, the Muon matrices are reduced to their owners while the backward runs (the reductions are
+// issued from the backward's grad-ready reports, in several groups, before the loss sum that follows the backward)
+// and no reduce-scatter runs after it; without the overlap the optimizer reduce-scatters and nothing is reduced to
+// an owner.
+TEST(ParallelMuon, OverlapReducesMuonMatricesDuringTheBackward) {
+  test::TinyData d("pmuon_rec");
+  train::Config on = d.cfg;
+  on.optim.muon_shard_momentum = true;
+  size_t n_muon = 0;  // Muon matrices: the first step's count, the same every step and world
+  for (int world : {2, 3}) {
+    SCOPED_TRACE(fmt::format("world {}", world));
+    const auto per = record_run(d, on, fmt::format("ov{}", world), world);
+    for (int r = 0; r < world; ++r) {
+      const auto& calls = per[static_cast<size_t>(r)];
+      int steps = 0;
+      size_t since_wait = 0, groups_with_reduce = 0;
+      bool in_group = false, group_has_reduce = false, loss_summed = false;
+      std::set<int> roots;
+      for (const auto& call : calls) {
+        EXPECT_NE(call.op, "reduce_scatter_sum") << "a post-backward reduce-scatter ran with the overlap on";
+        if (call.op == "group_begin") {
+          in_group = true;
+          group_has_reduce = false;
+        } else if (call.op == "group_end") {
+          in_group = false;
+          groups_with_reduce += group_has_reduce ? 1 : 0;
+        } else if (call.op == "reduce_sum_async") {
+          EXPECT_TRUE(in_group) << "reduce outside a grad-ready report";
+          EXPECT_FALSE(loss_summed) << "Muon matrix reduced after the backward returned";
+          group_has_reduce = true;
+          roots.insert(call.root);
+          ++since_wait;
+        } else if (call.op == "all_reduce_sum" && call.numel == 1 && since_wait > 0) {
+          loss_summed = true;  // the loss sum: issued right after forward_backward returned
+        } else if (call.op == "wait_async" && since_wait > 0) {
+          EXPECT_TRUE(loss_summed);
+          if (n_muon == 0) n_muon = since_wait;
+          EXPECT_EQ(since_wait, n_muon) << "every Muon matrix is reduced once per step";
+          EXPECT_GE(groups_with_reduce, 2u) << "all Muon reductions came in one report (not block by block)";
+          ++steps;
+          since_wait = groups_with_reduce = 0;
+          loss_summed = false;
+        }
+      }
+      EXPECT_GE(steps, 4) << "rank " << r;  // the run's 4 steps (plus the compile warm-up's)
+      EXPECT_EQ(roots.size(), static_cast<size_t>(world)) << "every rank owns some matrices";
+    }
+    // Without the overlap: the packed all-reduce and the optimizer's reduce-scatter, no reduce to owners.
+    train::Config pk = on;
+    pk.train.overlap_grad_reduce = false;
+    const auto packed = record_run(d, pk, fmt::format("pk{}", world), world);
+    size_t rs = 0;
+    for (const auto& call : packed[0]) {
+      EXPECT_NE(call.op, "reduce_sum_async");
+      rs += call.op == "reduce_scatter_sum" ? 1 : 0;
+    }
+    EXPECT_GT(rs, 0u);
+  }
+  EXPECT_GT(n_muon, 0u);
+}
+
+// The loopback's reduce to one root: the root receives the rank-order sum, the others keep their input.
+TEST(ParallelMuon, LoopbackReduceToRoot) {
+  for (int world : {2, 3, 4}) {
+    for (int root = 0; root < world; ++root) {
+      dist::run_loopback(world, [&](dist::Communicator& c) {
+        std::vector<float> mine = {0.1f * static_cast<float>(c.rank() + 1), 1e8f, -1e8f + static_cast<float>(c.rank())};
+        Tensor t = Tensor::zeros(Shape{3}, DType::F32, Device::CPU), all = Tensor::zeros(Shape{3}, DType::F32, Device::CPU);
+        t.copy_from(Tensor::from_blob(mine.data(), Shape{3}, DType::F32, Device::CPU));
+        all.copy_from(t);
+        c.all_reduce_sum(all);
+        c.reduce_sum_async(t, root);
+        c.wait_async();
+        const std::vector<float> got = t.to_float_vector();
+        const std::vector<float> want = c.rank() == root ? all.to_float_vector() : mine;
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), 3 * sizeof(float)), 0) << "rank " << c.rank();
+      });
+    }
+  }
 }
 
 // Exact accumulation sums every gradient (the owners copy theirs): still world 2 = world 1 bit for bit.
