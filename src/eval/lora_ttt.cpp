@@ -69,6 +69,7 @@ void check_lora_options(const LoraTttOptions& o, int64_t context) {
   PG_CHECK(o.chunk >= 1 && o.chunk <= context,
            "eval: --lora-chunk {} must be in [1, --context {}] (a chunk is scored inside one window)", o.chunk, context);
   PG_CHECK(o.docs_per_batch >= 1, "eval: --lora-docs-per-batch {} must be >= 1", o.docs_per_batch);
+  PG_CHECK(o.forward_tokens >= 1, "eval: LoRA TTT forward_tokens {} must be >= 1", o.forward_tokens);
   PG_CHECK(std::isfinite(o.lr) && o.lr >= 0, "eval: --lora-lr {} must be >= 0", o.lr);
   PG_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
            "eval: --lora-beta1 {} and --lora-beta2 {} must be in [0, 1)", o.beta1, o.beta2);
@@ -105,6 +106,13 @@ Window lora_chunk_window(const LoraDoc& d, int64_t c, int64_t chunk, int64_t con
   return w;
 }
 
+LoraRoundShape lora_round_shape(const LoraTttOptions& o, int64_t c, int64_t context) {
+  LoraRoundShape sh;
+  sh.len = std::min((c + 1) * o.chunk, context);
+  sh.rows = std::clamp<int64_t>(o.forward_tokens / sh.len, 1, o.docs_per_batch);
+  return sh;
+}
+
 std::vector<std::vector<size_t>> lora_batches(const std::vector<LoraDoc>& docs, int64_t per_batch) {
   std::vector<size_t> order(docs.size());
   std::iota(order.begin(), order.end(), size_t{0});
@@ -135,21 +143,38 @@ EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens,
   const std::vector<LoraDoc> docs = find_documents(tokens.data(), n, model.config().bos_id);
   const std::vector<std::vector<size_t>> batches = lora_batches(docs, lo.docs_per_batch);
   for (const LoraDoc& d : docs) res.total_windows += lora_num_chunks(d, K);
+  // Every round's shape (rows, L) depends on the round index alone (lora_round_shape); the rounds from
+  // c_full = ceil(T / K) - 1 on all have L = T. Adapter rows: the batch's documents rounded up to whole groups
+  // (the rows past a batch's documents are empty padding rows).
   const int64_t P = std::min<int64_t>(lo.docs_per_batch, static_cast<int64_t>(docs.size()));
-  LoraAdapters adapters(model, lo, P);
+  const int64_t c_full = (T + K - 1) / K - 1;
+  int64_t adapter_rows = P;
+  for (int64_t c = 0; c <= c_full; ++c) {
+    const LoraRoundShape rs = lora_round_shape(lo, c, T);
+    adapter_rows = std::max(adapter_rows, (P + rs.rows - 1) / rs.rows * rs.rows);
+  }
+  LoraAdapters adapters(model, lo, adapter_rows);
   AdapterGuard guard(model, &adapters);
   Arena arena(model.device(), "lora ttt arena");
-  adapters.use_rows(0, P);
-  size_t plan = model.plan_bytes(P, T, /*with_backward=*/true);
+  size_t plan = 0;
+  int64_t max_tokens = 0;
+  for (int64_t c = 0; c <= c_full; ++c) {
+    const LoraRoundShape rs = lora_round_shape(lo, c, T);
+    if (c > 0 && rs.rows == lora_round_shape(lo, c - 1, T).rows && rs.len == lora_round_shape(lo, c - 1, T).len) continue;
+    adapters.use_rows(0, rs.rows);
+    plan = std::max(plan, model.plan_bytes(rs.rows, rs.len, /*with_backward=*/true));
+    max_tokens = std::max(max_tokens, rs.rows * rs.len);
+  }
   if (!opt.probes.empty()) {
     adapters.use_rows(0, 1);
     plan = std::max(plan, model.plan_bytes(1, T, false));
   }
   arena.reserve(plan + plan / 8 + (1 << 20));
   const Device dev = model.device();
-  Tensor ids_d = Tensor::empty(Shape{P * T}, DType::I32, dev), targets_d = Tensor::empty(Shape{P * T}, DType::I32, dev);
-  Tensor losses_d = Tensor::empty(Shape{P * T}, DType::F32, dev);
-  std::vector<int32_t> ids(static_cast<size_t>(P * T)), targets(ids.size());
+  Tensor ids_d = Tensor::empty(Shape{max_tokens}, DType::I32, dev), targets_d = Tensor::empty(Shape{max_tokens}, DType::I32, dev);
+  Tensor losses_d = Tensor::empty(Shape{max_tokens}, DType::F32, dev);
+  std::vector<int32_t> ids(static_cast<size_t>(max_tokens)), targets(ids.size());
+  std::vector<float> losses;  // the round's per-token losses, (groups * rows, L)
   if (opt.keep_token_nll) {
     res.token_nll.assign(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
     res.score_count.assign(static_cast<size_t>(n), 0);
@@ -163,10 +188,11 @@ EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens,
   double t_score = 0, t_adapt = 0;
   bool stop = false;
   const bool see_target = opt.leak == TestLeak::InputSeesTarget;
+  const float grad_scale = 1.f / static_cast<float>(K);  // per document: the mean over its chunk's K targets
   for (const std::vector<size_t>& batch : batches) {
     if (stop) break;
     const int64_t nb = static_cast<int64_t>(batch.size());
-    adapters.begin_batch(nb);
+    adapters.begin_batch(adapter_rows);  // padding rows too: they hold nothing from earlier batches
     std::vector<int64_t> chunks(static_cast<size_t>(nb));
     for (int64_t r = 0; r < nb; ++r) chunks[static_cast<size_t>(r)] = lora_num_chunks(docs[batch[static_cast<size_t>(r)]], K);
     for (int64_t c = 0; c < chunks[0] && !stop; ++c) {
@@ -175,51 +201,57 @@ EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens,
       int64_t n_act = 0, n_train = 0;
       while (n_act < nb && chunks[static_cast<size_t>(n_act)] > c) ++n_act;
       while (n_train < nb && chunks[static_cast<size_t>(n_train)] > c + 1) ++n_train;
+      const LoraRoundShape rs = lora_round_shape(lo, c, T);
+      const int64_t G = rs.rows, L = rs.len, groups = (n_act + G - 1) / G;
       std::vector<Window> ws(static_cast<size_t>(n_act));
-      int64_t row_len = 0;
       for (int64_t r = 0; r < n_act; ++r) {
         ws[static_cast<size_t>(r)] = lora_chunk_window(docs[batch[static_cast<size_t>(r)]], c, K, T);
-        row_len = std::max(row_len, ws[static_cast<size_t>(r)].len);
+        PG_CHECK(ws[static_cast<size_t>(r)].len <= L, "lora: a window of {} tokens in a round of {}",
+                 ws[static_cast<size_t>(r)].len, L);
       }
-      // Rows: the window's tokens; only the chunk's targets count (context rows and padding are ignored), so the
-      // training loss is exactly the loss of the targets just scored.
-      for (int64_t r = 0; r < n_act; ++r) {
-        const Window& w = ws[static_cast<size_t>(r)];
-        for (int64_t i = 0; i < row_len; ++i) {
-          const size_t k = static_cast<size_t>(r * row_len + i);
-          const size_t t = static_cast<size_t>(w.start + i + 1);
-          ids[k] = i < w.len ? (see_target ? tokens[t] : tokens[t - 1]) : 0;
-          targets[k] = i >= w.score_from && i < w.len ? tokens[t] : -1;
+      // One forward (and backward) per group of G rows, every row right-padded to L: the round's shape whatever
+      // the other documents are. Only the chunk's targets count (context rows, padding and empty rows carry
+      // ignored targets), so the training loss is exactly the loss of the targets just scored; causal attention
+      // keeps the padding after a window out of its real positions. Every group runs the backward, also where
+      // none of its documents trains, so a document's last chunk is not scored by a different pass either.
+      auto run_group = [&](int64_t g0) {
+        for (int64_t r = g0; r < g0 + G; ++r) {
+          const bool real = r < n_act;
+          const Window w = real ? ws[static_cast<size_t>(r)] : Window{};
+          for (int64_t i = 0; i < L; ++i) {
+            const size_t k = static_cast<size_t>((r - g0) * L + i);
+            const bool in = real && i < w.len;
+            const size_t t = in ? static_cast<size_t>(w.start + i + 1) : 0;
+            ids[k] = in ? (see_target ? tokens[t] : tokens[t - 1]) : 0;
+            targets[k] = in && i >= w.score_from ? tokens[t] : -1;
+          }
         }
-      }
-      const Shape sh{n_act, row_len};
-      const Tensor ids_t = ids_d.slice(0, n_act * row_len).view(sh), tg_t = targets_d.slice(0, n_act * row_len).view(sh);
-      const Tensor losses_t = losses_d.slice(0, n_act * row_len);
-      ids_t.copy_from(Tensor::from_blob(ids.data(), sh, DType::I32, Device::CPU));
-      tg_t.copy_from(Tensor::from_blob(targets.data(), sh, DType::I32, Device::CPU));
-      const float grad_scale = 1.f / static_cast<float>(K);  // mean over the chunk's K targets, per document
-      if (opt.leak == TestLeak::TrainBeforeScore && n_train > 0) {  // illegal on purpose (auditor tests only)
-        adapters.use_rows(0, n_act);
-        adapters.zero_grad(n_act);
+        const Shape sh{G, L};
+        const Tensor ids_t = ids_d.slice(0, G * L).view(sh), tg_t = targets_d.slice(0, G * L).view(sh);
+        const Tensor losses_t = losses_d.slice(0, G * L);
+        ids_t.copy_from(Tensor::from_blob(ids.data(), sh, DType::I32, Device::CPU));
+        tg_t.copy_from(Tensor::from_blob(targets.data(), sh, DType::I32, Device::CPU));
+        adapters.use_rows(g0, G);
         model.forward_backward_losses(ids_t, tg_t, grad_scale, arena, losses_t);
+        const std::vector<float> l = losses_t.to_float_vector();
+        std::copy(l.begin(), l.end(), losses.begin() + g0 * L);
+      };
+      losses.assign(static_cast<size_t>(groups * G * L), 0.f);
+      if (opt.leak == TestLeak::TrainBeforeScore && n_train > 0) {  // illegal on purpose (auditor tests only)
+        adapters.zero_grad(groups * G);
+        for (int64_t g0 = 0; g0 < n_act; g0 += G) run_group(g0);
         adapters.step(n_act);
       }
       const auto ts = Clock::now();
-      adapters.use_rows(0, n_act);
       const bool train = n_train > 0 && opt.leak != TestLeak::TrainBeforeScore;
-      if (train) {
-        adapters.zero_grad(n_act);
-        model.forward_backward_losses(ids_t, tg_t, grad_scale, arena, losses_t);
-      } else {
-        model.forward_losses(ids_t, tg_t, arena, losses_t);
-      }
-      const std::vector<float> losses = losses_t.to_float_vector();
+      adapters.zero_grad(groups * G);
+      for (int64_t g0 = 0; g0 < n_act; g0 += G) run_group(g0);
       // Commit the chunk's NLL (and capture probes) with the adapters as they were when it was scored.
       for (int64_t r = 0; r < n_act; ++r) {
         const Window& w = ws[static_cast<size_t>(r)];
         double nll = 0;
         for (int64_t i = w.score_from; i < w.len; ++i) {
-          const double l = losses[static_cast<size_t>(r * row_len + i)];
+          const double l = losses[static_cast<size_t>(r * L + i)];
           nll += l;
           const int64_t t = w.start + i + 1;
           if (opt.keep_token_nll) {

@@ -4,7 +4,9 @@
 // batches (longest batch first) and scored in chunks of `chunk` targets; every chunk is scored with a window of
 // up to `context` tokens of its own document ending at its last target, its NLL committed FIRST, and only then
 // (when the document has more chunks) one AdamW step on the mean loss of exactly those targets updates that
-// document's own adapters. Base weights never change. Adapters: lora_adapter.h.
+// document's own adapters. Base weights never change. Adapters: lora_adapter.h. Every forward of chunk round c
+// has a shape fixed by c and the settings (lora_round_shape), so a document's computation does not depend on
+// which other documents share its batch (the lengths that decide the batching are later tokens).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +26,9 @@ struct LoraTttOptions {
   float alpha = 144.f;             // Delta W x = (alpha / r) B (A x)
   int64_t chunk = 48;              // targets per chunk (<= the eval context)
   int64_t docs_per_batch = 64;
+  // Rows of one forward in a chunk round whose windows are L long: clamp(forward_tokens / L, 1, docs_per_batch).
+  // The forward's shape is a function of the round alone, never of the other documents (see lora_round_shape).
+  int64_t forward_tokens = 8192;
   float lr = 1e-4f;                // AdamW
   float beta1 = 0.f, beta2 = 0.99f, eps = 1e-10f, weight_decay = 0.5f;
   // false: every document starts from the same A (strictly causal, audited). true: A carries over from the
@@ -50,6 +55,15 @@ int64_t lora_num_chunks(const LoraDoc& d, int64_t chunk);
 // max(begin, begin + (c+1)*chunk - context) (inside the document only; where a full chunk's window would start,
 // so a short last chunk's context does not depend on where the document ends).
 Window lora_chunk_window(const LoraDoc& d, int64_t c, int64_t chunk, int64_t context);
+// The shape of every forward of chunk round c (rows, L): L = min((c+1) * chunk, context), the longest window a
+// chunk c can have, and rows = clamp(forward_tokens / L, 1, docs_per_batch). A round's active documents run in
+// groups of `rows` batch rows (the last group padded with empty rows), every window right-padded to L. Being a
+// function of c and the settings alone, a document's computation at its chunk c has the same shape whatever its
+// batch, so on shape-dependent kernels (cuBLASLt, OpenBLAS) its results do not depend on the other documents.
+struct LoraRoundShape {
+  int64_t rows = 0, len = 0;
+};
+LoraRoundShape lora_round_shape(const LoraTttOptions& o, int64_t c, int64_t context);
 // Document indices in batches of at most per_batch: sorted by target count, longest first (ties: stream order),
 // so inside a batch the documents still to be scored at any chunk are a prefix of it.
 std::vector<std::vector<size_t>> lora_batches(const std::vector<LoraDoc>& docs, int64_t per_batch);

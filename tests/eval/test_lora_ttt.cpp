@@ -225,6 +225,84 @@ TEST(EvalLora, GradientMatchesFiniteDifferences) {
   EXPECT_EQ(bad, 0);
 }
 
+// A document's per-token NLLs under LoRA TTT are a function of its own tokens alone, bit for bit. Every forward of
+// chunk round c has the shape lora_round_shape(c) wherever the document lands, so the other documents (their
+// lengths, their number, whether later ones change) cannot reach its rounding. Before that (one forward per round
+// over the active documents, padded to the longest window) 41 of these 51 targets differed by up to 4e-5 here, and
+// the AdamW steps (beta1 = 0, tiny eps) turn such rounding into full-size differences on bf16 GPUs (the audit
+// failed by 0.06 nats). OpenBLAS also rounds a row differently by its position inside a larger matrix of the same
+// shape, so on the CPU the document's batch row must match too: one row per forward (forward_tokens 1) gives the
+// same numbers in every batch; with several rows per forward, in every batch that puts it in the same row.
+TEST(EvalLora, DocumentScoresDoNotDependOnItsBatch) {
+  auto m = tiny_model();
+  const auto luts = synthetic_luts(32);
+  auto doc = [](int64_t len, uint64_t seed) {  // BOS then len - 1 ids in [2, 32)
+    std::vector<uint16_t> d(static_cast<size_t>(len));
+    d[0] = kBos;
+    for (int64_t i = 1; i < len; ++i)
+      d[static_cast<size_t>(i)] = static_cast<uint16_t>(2 + rng::bits(seed, static_cast<uint64_t>(i)).x % 30);
+    return d;
+  };
+  const std::vector<uint16_t> x = doc(51, 1);  // 51 targets (its own 50 ids and the next BOS): 7 chunks of 8
+  struct Case {
+    const char* name;
+    std::vector<std::vector<uint16_t>> before, after;
+  };
+  auto scores_of_x = [&](const Case& c, const EvalOptions& o) {
+    std::vector<uint16_t> toks;
+    for (const auto& d : c.before) toks.insert(toks.end(), d.begin(), d.end());
+    const auto begin = static_cast<std::ptrdiff_t>(toks.size());
+    toks.insert(toks.end(), x.begin(), x.end());
+    for (const auto& d : c.after) toks.insert(toks.end(), d.begin(), d.end());
+    toks.push_back(kBos);  // the last document's closing BOS
+    const auto r = evaluate(m, toks, luts, o);
+    EXPECT_FALSE(r.partial);
+    return std::vector<float>(r.token_nll.begin() + begin + 1, r.token_nll.begin() + begin + 1 + 51);
+  };
+  auto expect_same = [](const std::vector<float>& got, const std::vector<float>& ref, const std::string& what) {
+    int differ = 0;
+    float worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      differ += got[i] != ref[i];
+      worst = std::max(worst, std::abs(got[i] - ref[i]));
+    }
+    EXPECT_EQ(differ, 0) << what << ": " << differ << " of " << got.size() << " targets differ, by up to " << worst;
+  };
+  auto o = lora_opts(0.05f);  // 3 documents per batch, context 64, chunks of 8
+
+  // One row per forward: the same numbers alone, in any batch row, with any partners, whatever comes later.
+  o.lora.forward_tokens = 1;
+  const std::vector<Case> anywhere = {
+      {"alone", {}, {}},
+      {"row 2, longer partners, shorter documents later", {}, {doc(70, 2), doc(47, 3), doc(13, 4), doc(90, 5)}},
+      {"row 2, other partners and later documents", {}, {doc(53, 6), doc(29, 7), doc(120, 8), doc(6, 9)}},
+      {"row 1, after other documents", {doc(58, 10), doc(40, 11), doc(9, 12)}, {doc(33, 13)}},
+      {"row 0 of the second batch", {doc(58, 10), doc(52, 14), doc(60, 15)}, {doc(33, 13)}},
+  };
+  const std::vector<float> ref = scores_of_x(anywhere[0], o);
+  for (size_t i = 1; i < anywhere.size(); ++i) expect_same(scores_of_x(anywhere[i], o), ref, anywhere[i].name);
+
+  // All of a batch's rows in one forward (3 rows, every window padded to the round's length): the same numbers
+  // whenever the document is in the same row, whatever the other documents' lengths (and so the rounds where
+  // they stop) and contents, and whatever comes later.
+  o.lora.forward_tokens = 1 << 20;
+  const std::vector<Case> row1 = {
+      {"70, x, 45 (then 20, 10)", {doc(70, 16)}, {doc(20, 17), doc(45, 18), doc(10, 19)}},
+      {"58, x, 30 (then 13, 9, 6)", {}, {doc(58, 20), doc(13, 21), doc(9, 22), doc(30, 23), doc(6, 24)}},
+      {"52, x, 17 (then 8)", {doc(17, 25)}, {doc(52, 26), doc(8, 27)}},
+  };
+  const std::vector<float> ref1 = scores_of_x(row1[0], o);
+  for (size_t i = 1; i < row1.size(); ++i) expect_same(scores_of_x(row1[i], o), ref1, row1[i].name);
+
+  // The check is not vacuous: later chunks are adapted (they differ from lr 0).
+  auto o0 = o;
+  o0.lora.lr = 0;
+  const std::vector<float> base = scores_of_x(anywhere[0], o0);
+  int changed = 0;
+  for (size_t i = 8; i < ref.size(); ++i) changed += std::abs(base[i] - ref[i]) > 1e-3;
+  EXPECT_GT(changed, 20);
+}
+
 TEST(EvalLora, BadSettingsGiveClearErrors) {
   auto expect_error = [](LoraTttOptions o, const char* what) {
     try {
