@@ -285,7 +285,7 @@ void run_eval(const EvalArgs& a) {
                          {"phase_ends", r.phase_ends},            {"steps", r.phased_steps}};
     if (opt.lora.enabled)
       j["lora_ttt"] = {{"rank", opt.lora.rank},   {"alpha", opt.lora.alpha},   {"chunk", opt.lora.chunk},
-                       {"docs_per_batch", opt.lora.docs_per_batch}, {"lr", opt.lora.lr},
+                       {"docs_per_batch", opt.lora.docs_per_batch}, {"forward_tokens", opt.lora.forward_tokens}, {"lr", opt.lora.lr},
                        {"beta1", opt.lora.beta1}, {"beta2", opt.lora.beta2}, {"eps", opt.lora.eps},
                        {"weight_decay", opt.lora.weight_decay},     {"warm_a", opt.lora.warm_a},
                        {"sites", opt.lora.sites}, {"steps", r.ttt_steps}};
@@ -356,6 +356,10 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--lora-alpha", a->lora.alpha, "LoRA alpha (Delta W = alpha/r B A)")->capture_default_str()->needs(lora);
   sub->add_option("--lora-chunk", a->lora.chunk, "Targets per chunk (<= --context)")->capture_default_str()->needs(lora);
   sub->add_option("--lora-docs-per-batch", a->lora.docs_per_batch, "Documents per batch (grouped by length)")
+      ->capture_default_str()->needs(lora);
+  sub->add_option("--lora-forward-tokens", a->lora.forward_tokens,
+                  "Tokens per forward of a chunk round (rows = this / window length, fixed per round so a document's "
+                  "scores do not depend on its batch; 1 = one document per forward)")
       ->capture_default_str()->needs(lora);
   sub->add_option("--lora-lr", a->lora.lr, "AdamW lr")->capture_default_str()->needs(lora);
   sub->add_option("--lora-beta1", a->lora.beta1, "AdamW beta1")->capture_default_str()->needs(lora);
