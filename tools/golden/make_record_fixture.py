@@ -57,8 +57,8 @@ import torch
 # Tiny model with every switch of configs/rec-2026-04-09.toml on. 7 layers + a loop over 2..4 with 2 extra passes give
 # the odd virtual list 0,1,2,3,4,2,3,4,2,3,4,5,6 (13 slots, encoder 6 / decoder 7, 6 skip vectors), so, as in the
 # record's 17-slot list, the encoder/decoder boundary falls inside the loop and the last decoder slot has no skip.
-CFG = dict(vocab_size=64, num_layers=7, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=4.0, seq_len=32, batch=2,
-           activation="leaky_relu2", leaky_slope=0.5, rope_base=10000.0, rope_dims=8, logit_softcap=30.0,
+CFG = dict(vocab_size=64, num_layers=7, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=4.0, seq_len=32, batch=2,
+           activation="leaky_relu2", leaky_slope=0.5, rope_base=10000.0, rope_dims=4, logit_softcap=30.0,
            tie_embeddings=True, norm_eps=1.1920929e-07, ln_scale=True, skip_gates=True, xsa_layers="all",
            parallel_residual="gptj", parallel_start=5, loop_start=2, loop_end=4, loop_passes=2, loop_enable_frac=0.0,
            qk_gain_init=5.25)
