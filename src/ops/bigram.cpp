@@ -32,6 +32,20 @@ bool check_hash_args(const char* op, const Tensor& ids, int64_t buckets, const T
   return check_same_device(op, {&ids, &out}) == Device::CUDA;
 }
 
+// The CPU walk shared by the hash ops: out[b, t] = bucket(row b, t), every id checked non-negative.
+template <class Bucket>
+void hash_rows(const char* op, const Tensor& ids, const Tensor& out, Bucket&& bucket) {
+  const int64_t B = ids.dim(0), T = ids.dim(1);
+  const int32_t* in = ids.ptr<int32_t>();
+  int32_t* o = out.ptr<int32_t>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = b * T + t;
+      PG_CHECK(in[i] >= 0, "{}: negative token id {} at ({}, {})", op, in[i], b, t);
+      o[i] = bucket(in + b * T, t);
+    }
+}
+
 }  // namespace
 
 void bigram_hash(const Tensor& ids, int64_t buckets, const Tensor& out) {
@@ -40,15 +54,9 @@ void bigram_hash(const Tensor& ids, int64_t buckets, const Tensor& out) {
     PG_CUDA_DISPATCH(op, cuda::bigram_hash(ids, buckets, out));
     return;
   }
-  const int64_t B = ids.dim(0), T = ids.dim(1);
-  const int32_t* in = ids.ptr<int32_t>();
-  int32_t* o = out.ptr<int32_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t i = b * T + t;
-      PG_CHECK(in[i] >= 0, "{}: negative token id {} at ({}, {})", op, in[i], b, t);
-      o[i] = ref::bigram_bucket(t > 0 ? in[i - 1] : 0, in[i], t == 0, buckets);
-    }
+  hash_rows(op, ids, out, [&](const int32_t* row, int64_t t) {
+    return ref::bigram_bucket(t > 0 ? row[t - 1] : 0, row[t], t == 0, buckets);
+  });
 }
 
 void trigram_hash(const Tensor& ids, int64_t buckets, const Tensor& out) {
@@ -57,16 +65,10 @@ void trigram_hash(const Tensor& ids, int64_t buckets, const Tensor& out) {
     PG_CUDA_DISPATCH(op, cuda::trigram_hash(ids, buckets, out));
     return;
   }
-  const int64_t B = ids.dim(0), T = ids.dim(1);
-  const int32_t* in = ids.ptr<int32_t>();
-  int32_t* o = out.ptr<int32_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t i = b * T + t;
-      PG_CHECK(in[i] >= 0, "{}: negative token id {} at ({}, {})", op, in[i], b, t);
-      o[i] = t < 2 ? ref::trigram_bucket(0, 0, in[i], true, buckets)
-                   : ref::trigram_bucket(in[i - 2], in[i - 1], in[i], false, buckets);
-    }
+  hash_rows(op, ids, out, [&](const int32_t* row, int64_t t) {
+    return t < 2 ? ref::trigram_bucket(0, 0, row[t], true, buckets)
+                 : ref::trigram_bucket(row[t - 2], row[t - 1], row[t], false, buckets);
+  });
 }
 
 }  // namespace pgolf::ops
