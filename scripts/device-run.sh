@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec train300 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
+#        benchrec train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +76,10 @@ for task in "$@"; do
         head -45 "$OUT/bench-rec-$mode.log"; done ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
+    base843) # issue 4: the reference's 843 steps with its LR trajectory replayed in steps: its wallclock warm-down
+      # (1200 x 356 ms > 300 s) gives lr_mul = remaining / 427 s = (843 - step) / 1200, the step form with 843 iterations
+      train_run base843 configs/baseline-300s.toml --set train.iterations=843 --set train.max_wallclock_seconds=0 \
+        --set train.lr_schedule=step ;;
     train1672) # issue 8: the GatedDeltaNet hybrid preset, 300 s on the benchmark corpus (sp1024) and the val prefix
       # the seed's step schedule (2100 iterations) cannot finish in 300 s on one GPU: its warm-down runs on the clock
       train_run pr1672 configs/pr1672.toml --set train.max_wallclock_seconds=${PR1672_SECONDS:-300} --set train.lr_schedule=wallclock --set train.warmup_steps=0 ;;
