@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/stream.h"
 #include "ops/attention.h"
+#include "ops/selftest.h"
 
 namespace pgolf::cli::bench {
 
@@ -81,10 +82,17 @@ std::vector<Row> bench_attention(const Options& o, const AttnShape& s) {
   double ms = median_ms(o, fwd);
   rows.push_back({"attention fwd " + shape, ms, fwd_flop / ms / 1e9, anchor ? 388.0 : 0.0, "target 430"});
   fwd();
-  ms = median_ms(o, bwd);
-  rows.push_back({"attention bwd " + shape, ms, 2.5 * fwd_flop / ms / 1e9, 0.0, ""});
+  // The backward once per flash kernel (ops::AttnBwdKernel), then fwd+bwd with the process default.
+  const ops::AttnBwdKernel chosen = ops::attention_bwd_kernel();
+  for (ops::AttnBwdKernel kern : {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::V2, ops::AttnBwdKernel::V2W4}) {
+    ops::set_attention_bwd_kernel(kern);
+    ms = median_ms(o, bwd);
+    rows.push_back({fmt::format("attention bwd {} {}", ops::attention_bwd_kernel_name(kern), shape), ms,
+                    2.5 * fwd_flop / ms / 1e9, 0.0, kern == chosen ? "default" : ""});
+  }
+  ops::set_attention_bwd_kernel(chosen);
   ms = median_ms(o, [&] { fwd(), bwd(); });
-  rows.push_back({"attention fwd+bwd " + shape, ms, 3.5 * fwd_flop / ms / 1e9, anchor ? 319.0 : 0.0, "target 350"});
+  rows.push_back({fmt::format("attention fwd+bwd({}) {}", ops::attention_bwd_kernel_name(chosen), shape), ms, 3.5 * fwd_flop / ms / 1e9, anchor ? 319.0 : 0.0, "target 350"});
   return rows;
 }
 
@@ -97,7 +105,6 @@ bool check_attention(const AttnShape& s, int window, bool docs, DType dt) {
   ops::AttnParams p;
   p.causal = s.causal, p.window = window;
   ops::attention_forward(g.q, g.k, g.v, g.doc, g.out, g.lse, p);
-  ops::attention_backward(g.q, g.k, g.v, g.doc, g.out, g.lse, g.dout, g.dq, g.dk, g.dv, p);
   device_synchronize();
 
   AttnTensors c;
@@ -111,15 +118,30 @@ bool check_attention(const AttnShape& s, int window, bool docs, DType dt) {
   // bf16: P and dS are rounded to bf16 inside the kernels, outputs are bf16: ~0.5% typical.
   const double tol = dt == DType::BF16 ? 2e-2 : 1e-4;
   bool ok = true;
-  const std::pair<const char*, std::pair<Tensor*, Tensor*>> outs[] = {
-      {"out", {&g.out, &c.out}}, {"lse", {&g.lse, &c.lse}}, {"dq", {&g.dq, &c.dq}},
-      {"dk", {&g.dk, &c.dk}},    {"dv", {&g.dv, &c.dv}}};
-  for (const auto& [name, pair] : outs) {
-    double e = rel_error(*pair.first, *pair.second);
-    bool pass = e <= tol;
+  auto compare = [&](const char* name, const Tensor& got, const Tensor& ref) {
+    const double e = rel_error(got, ref);
+    const bool pass = e <= tol;
     ok = ok && pass;
-    std::printf("  %-4s max rel error %.3e (tolerance %.0e) %s\n", name, e, tol, pass ? "ok" : "FAIL");
+    std::printf("  %-8s max rel error %.3e (tolerance %.0e) %s\n", name, e, tol, pass ? "ok" : "FAIL");
+  };
+  compare("out", g.out, c.out);
+  compare("lse", g.lse, c.lse);
+  // Every flash backward kernel where the flash path applies (bf16, head_dim 64), else the one plain path.
+  const ops::AttnBwdKernel chosen = ops::attention_bwd_kernel();
+  const bool flash = dt == DType::BF16 && s.D == 64;
+  for (ops::AttnBwdKernel kern : {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::V2, ops::AttnBwdKernel::V2W4}) {
+    if (!flash && kern != chosen) continue;
+    ops::set_attention_bwd_kernel(kern);
+    for (Tensor* t : {&g.dq, &g.dk, &g.dv})  // NaN first, so an element a kernel misses fails
+      *t = ops::selftest::Inputs::poison(t->shape(), dt).to(Device::CUDA);
+    ops::attention_backward(g.q, g.k, g.v, g.doc, g.out, g.lse, g.dout, g.dq, g.dk, g.dv, p);
+    device_synchronize();
+    const std::string k = flash ? std::string(" ") + ops::attention_bwd_kernel_name(kern) : "";
+    compare(("dq" + k).c_str(), g.dq, c.dq);
+    compare(("dk" + k).c_str(), g.dk, c.dk);
+    compare(("dv" + k).c_str(), g.dv, c.dv);
   }
+  ops::set_attention_bwd_kernel(chosen);
   return ok;
 }
 

@@ -1,6 +1,6 @@
 // GPU attention: dispatch to the tensor-core flash kernels (bf16, head_dim 64) or the plain fallback
-// (f32 tensors, any head_dim up to 256). Kernels: attention_fwd.cuh, attention_bwd.cuh,
-// attention_simple.cuh; fragment layouts and masking helpers: attention_mma.cuh.
+// (f32 tensors, any head_dim up to 256). Kernels: attention_fwd.cuh, attention_bwd.cuh (v1),
+// attention_bwd2.cuh (v2; attention_bwd_kernel() picks), attention_simple.cuh; fragment layouts and masking helpers: attention_mma.cuh.
 //
 // Scratch: the flash backward needs fp32 dQ accumulators (B*T*Hq*64 floats, 200 MiB at B=48, T=2048,
 // Hq=8) and the row sums Dsum (B*Hq*T floats). They come from one device buffer per GPU that grows on
@@ -15,6 +15,7 @@
 #include "core/stream.h"
 #include "ops/attention.h"
 #include "ops/attention_bwd.cuh"
+#include "ops/attention_bwd2.cuh"
 #include "ops/attention_fwd.cuh"
 #include "ops/attention_simple.cuh"
 
@@ -120,6 +121,23 @@ void simple_backward(const Dims& d, const Tensor& q, const Tensor& k, const Tens
   PG_CUDA_LAUNCH_CHECK("attention_backward (simple dk/dv kernel)");
 }
 
+// Dynamic shared memory above 48 KiB needs an explicit opt-in per kernel; callers keep a static flag each
+// (the kernels share one function type, so the flag cannot live in a template on that type).
+bool opt_in_smem(void (*kernel)(attn::BwdArgs), int bytes) {
+  PG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                "attention backward: shared memory opt-in");
+  return true;
+}
+
+template <int NW>
+void launch_bwd2(const attn::BwdArgs& a, const Dims& d) {
+  constexpr int kKeys = 16 * NW, kSmem = attn::bwd2_smem_bytes<NW>();
+  static const bool opted_in = opt_in_smem(attn::flash_bwd2_kernel<NW>, kSmem);  // once per NW
+  (void)opted_in;
+  dim3 grid((d.T + kKeys - 1) / kKeys, d.Hkv, d.B);
+  attn::flash_bwd2_kernel<NW><<<grid, 32 * NW, kSmem, stream()>>>(a);
+}
+
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start, const Tensor& out,
@@ -174,15 +192,17 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   PG_CUDA_CHECK(cudaMemsetAsync(a.dq_acc, 0, dq_bytes, stream()), "zeroing the attention dQ accumulators");
   attn::flash_bwd_prep_kernel<<<blocks_for_rows(static_cast<int64_t>(rows), 8), 256, 0, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash prep kernel)");
-  dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
-  static const bool smem_opt_in = [] {  // > 48 KiB of dynamic shared memory needs an explicit opt-in
-    PG_CUDA_CHECK(cudaFuncSetAttribute(attn::flash_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       attn::kBwdSmemBytes),
-                  "attention backward: shared memory opt-in");
-    return true;
-  }();
-  (void)smem_opt_in;
-  attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
+  switch (attention_bwd_kernel()) {
+    case AttnBwdKernel::V1: {
+      dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
+      static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);
+      (void)opted_in;
+      attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
+      break;
+    }
+    case AttnBwdKernel::V2: launch_bwd2<8>(a, d); break;
+    case AttnBwdKernel::V2W4: launch_bwd2<4>(a, d); break;
+  }
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash kernel)");
   const int64_t n4 = static_cast<int64_t>(rows) * attn::kTile / 4;
   const unsigned conv_blocks = static_cast<unsigned>(std::min<int64_t>((n4 + 255) / 256, 132 * 16));
