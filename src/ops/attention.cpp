@@ -1,6 +1,7 @@
 #include "ops/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -216,6 +217,20 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                                  static_cast<T*>(dk.data()), static_cast<T*>(dv.data()),
                                  cpu::AttnDims{d.B, d.T, d.Hq, d.Hkv, d.D}, p);
   });
+}
+
+namespace {
+std::atomic<AttnFwdKernel> g_fwd_kernel{AttnFwdKernel::Auto};
+}  // namespace
+void set_attention_fwd_kernel(AttnFwdKernel k) { g_fwd_kernel.store(k); }
+AttnFwdKernel attention_fwd_kernel_override() { return g_fwd_kernel.load(); }
+const char* attn_fwd_kernel_name(AttnFwdKernel k) {
+  switch (k) {
+    case AttnFwdKernel::Mma: return "mma";
+    case AttnFwdKernel::Wgmma64: return "wgmma64";
+    case AttnFwdKernel::Wgmma128: return "wgmma128";
+    default: return "auto";
+  }
 }
 
 namespace ref {
