@@ -10,6 +10,7 @@
 #include "core/stream.h"
 #include "ops/attention.h"
 #include "ops/selftest.h"
+#include "ops/elementwise.h"
 
 namespace pgolf::cli::bench {
 
@@ -63,6 +64,9 @@ double rel_error(const Tensor& got, const Tensor& ref) {
   return max_ref > 0 ? max_err / max_ref : max_err;
 }
 
+constexpr ops::AttnFwdKernel kFwdKernels[] = {ops::AttnFwdKernel::Mma, ops::AttnFwdKernel::Wgmma64,
+                                               ops::AttnFwdKernel::Wgmma128};
+
 }  // namespace
 
 std::vector<Row> bench_attention(const Options& o, const AttnShape& s) {
@@ -81,6 +85,14 @@ std::vector<Row> bench_attention(const Options& o, const AttnShape& s) {
   std::vector<Row> rows;
   double ms = median_ms(o, fwd);
   rows.push_back({"attention fwd " + shape, ms, fwd_flop / ms / 1e9, anchor ? 388.0 : 0.0, "target 430"});
+  // Each forward kernel forced (ops/attention.h; a wgmma one falls back to mma.sync off compute capability 9.0).
+  for (ops::AttnFwdKernel kern : kFwdKernels) {
+    ops::set_attention_fwd_kernel(kern);
+    const double kms = median_ms(o, fwd);
+    ops::set_attention_fwd_kernel(ops::AttnFwdKernel::Auto);
+    rows.push_back({std::string("attention fwd [") + ops::attn_fwd_kernel_name(kern) + "] " + shape, kms,
+                    fwd_flop / kms / 1e9, anchor ? 388.0 : 0.0, ""});
+  }
   fwd();
   // The backward once per flash kernel (ops::AttnBwdKernel), then fwd+bwd with the process default.
   const ops::AttnBwdKernel chosen = ops::attention_bwd_kernel();
@@ -142,6 +154,20 @@ bool check_attention(const AttnShape& s, int window, bool docs, DType dt) {
     compare(("dv" + k).c_str(), g.dv, c.dv);
   }
   ops::set_attention_bwd_kernel(chosen);
+  if (dt == DType::BF16 && s.D == 64) {  // the flash forward again with each kernel forced
+    for (ops::AttnFwdKernel kern : kFwdKernels) {
+      ops::fill(g.out, NAN), ops::fill(g.lse, NAN);  // every element must be written again
+      ops::set_attention_fwd_kernel(kern);
+      ops::attention_forward(g.q, g.k, g.v, g.doc, g.out, g.lse, p);
+      ops::set_attention_fwd_kernel(ops::AttnFwdKernel::Auto);
+      device_synchronize();
+      const double eo = rel_error(g.out, c.out), el = rel_error(g.lse, c.lse);
+      const bool pass = eo <= tol && el <= tol;
+      ok = ok && pass;
+      std::printf("  fwd [%s] out %.3e lse %.3e (tolerance %.0e) %s\n", ops::attn_fwd_kernel_name(kern), eo, el,
+                  tol, pass ? "ok" : "FAIL");
+    }
+  }
   return ok;
 }
 
@@ -150,6 +176,7 @@ bool check_attention_all() {
   ok &= check_attention({2, 300, 4, 2, 64, true}, 0, false, DType::BF16);     // flash path, GQA, ragged T
   ok &= check_attention({2, 333, 4, 1, 64, true}, 100, true, DType::BF16);   // window + documents
   ok &= check_attention({1, 200, 2, 2, 64, false}, 0, false, DType::BF16);   // non-causal
+  ok &= check_attention({2, 1024, 8, 4, 64, true}, 0, false, DType::BF16);   // training T, full tiles
   ok &= check_attention({2, 77, 4, 2, 32, true}, 0, true, DType::F32);       // fallback kernels
   std::printf("attention check: %s\n", ok ? "all ok" : "FAILED");
   return ok;

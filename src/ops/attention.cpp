@@ -248,6 +248,20 @@ const char* attention_bwd_kernel_name(AttnBwdKernel k) {
   return "?";
 }
 
+namespace {
+std::atomic<AttnFwdKernel> g_fwd_kernel{AttnFwdKernel::Auto};
+}  // namespace
+void set_attention_fwd_kernel(AttnFwdKernel k) { g_fwd_kernel.store(k); }
+AttnFwdKernel attention_fwd_kernel_override() { return g_fwd_kernel.load(); }
+const char* attn_fwd_kernel_name(AttnFwdKernel k) {
+  switch (k) {
+    case AttnFwdKernel::Mma: return "mma";
+    case AttnFwdKernel::Wgmma64: return "wgmma64";
+    case AttnFwdKernel::Wgmma128: return "wgmma128";
+    default: return "auto";
+  }
+}
+
 namespace ref {
 void attention_forward(const double* q, const double* k, const double* v, const int32_t* doc_start, double* out,
                        double* lse, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, const AttnParams& p) {

@@ -1,6 +1,8 @@
 // GPU attention: dispatch to the tensor-core flash kernels (bf16, head_dim 64) or the plain fallback
-// (f32 tensors, any head_dim up to 256). Kernels: attention_fwd.cuh, attention_bwd.cuh (v1),
-// attention_bwd2.cuh (v2; attention_bwd_kernel() picks), attention_simple.cuh; fragment layouts and masking helpers: attention_mma.cuh.
+// (f32 tensors, any head_dim up to 256). Kernels: forward attention_fwd.cuh (mma.sync) and attention_fwd_wgmma.cuh
+// (Hopper wgmma, the default on compute capability 9.0); backward attention_bwd.cuh (v1) and attention_bwd2.cuh
+// (v2; attention_bwd_kernel() picks); attention_simple.cuh; fragment layouts and masking helpers:
+// attention_mma.cuh, wgmma.cuh.
 //
 // Scratch: the flash backward needs fp32 dQ accumulators (B*T*Hq*64 floats, 200 MiB at B=48, T=2048,
 // Hq=8) and the row sums Dsum (B*Hq*T floats). They come from one device buffer per GPU that grows on
@@ -8,6 +10,8 @@
 // captured in a CUDA graph. Growing synchronizes the device (the old buffer may still be in use).
 #include <array>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "core/cuda_check.h"
@@ -17,6 +21,7 @@
 #include "ops/attention_bwd.cuh"
 #include "ops/attention_bwd2.cuh"
 #include "ops/attention_fwd.cuh"
+#include "ops/attention_fwd_wgmma.cuh"
 #include "ops/attention_simple.cuh"
 
 namespace pgolf::ops::cuda {
@@ -138,6 +143,66 @@ void launch_bwd2(const attn::BwdArgs& a, const Dims& d) {
   attn::flash_bwd2_kernel<NW><<<grid, 32 * NW, kSmem, stream()>>>(a);
 }
 
+// The wgmma kernels exist only as sm_90a machine code (their compute_90 PTX is a trap), so they run on
+// compute capability 9.0 exactly.
+bool device_runs_wgmma() {
+  static std::array<signed char, kMaxDevices> cached = [] {
+    std::array<signed char, kMaxDevices> c{};
+    c.fill(-1);
+    return c;
+  }();
+  int dev = 0;
+  PG_CUDA_CHECK(cudaGetDevice(&dev), "querying the device for the attention kernel choice");
+  if (dev < 0 || dev >= kMaxDevices) return false;
+  if (cached[static_cast<size_t>(dev)] < 0) {
+    int major = 0, minor = 0;
+    PG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "compute capability");
+    PG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "compute capability");
+    cached[static_cast<size_t>(dev)] = major == 9 && minor == 0 ? 1 : 0;
+  }
+  return cached[static_cast<size_t>(dev)] == 1;
+}
+
+// Key block of the default wgmma forward. H200, B=48 T=2048 Hq=8 Hkv=4 causal (docs/BENCHMARKS.md):
+// 64 keys 0.768 ms, 128 keys 0.934 ms (165 registers: one block of 8 warps per SM), mma.sync 0.863 ms.
+constexpr AttnFwdKernel kDefaultWgmma = AttnFwdKernel::Wgmma64;
+
+AttnFwdKernel env_fwd_kernel() {
+  static const AttnFwdKernel k = [] {
+    const char* v = std::getenv("PGOLF_ATTN_FWD");
+    if (!v || !*v) return AttnFwdKernel::Auto;
+    if (!std::strcmp(v, "mma")) return AttnFwdKernel::Mma;
+    if (!std::strcmp(v, "wgmma")) return kDefaultWgmma;
+    if (!std::strcmp(v, "wgmma64")) return AttnFwdKernel::Wgmma64;
+    if (!std::strcmp(v, "wgmma128")) return AttnFwdKernel::Wgmma128;
+    PG_CHECK(false, "PGOLF_ATTN_FWD={}: expected mma, wgmma, wgmma64 or wgmma128", v);
+    return AttnFwdKernel::Auto;
+  }();
+  return k;
+}
+
+AttnFwdKernel choose_fwd_kernel() {
+  AttnFwdKernel k = attention_fwd_kernel_override();
+  if (k == AttnFwdKernel::Auto) k = env_fwd_kernel();
+  const bool wgmma_ok = device_runs_wgmma();
+  if (k == AttnFwdKernel::Auto) k = wgmma_ok ? kDefaultWgmma : AttnFwdKernel::Mma;
+  return wgmma_ok ? k : AttnFwdKernel::Mma;
+}
+
+template <int kN> void launch_fwd_wgmma(const attn::FwdArgs& a, const Dims& d) {
+  constexpr int smem = attn::wgmma_fwd_smem_bytes<kN>();
+  static const bool smem_opt_in = [] {  // > 48 KiB of dynamic shared memory needs an explicit opt-in
+    PG_CUDA_CHECK(
+        cudaFuncSetAttribute(attn::flash_fwd_wgmma_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+        "attention forward (wgmma): shared memory opt-in");
+    return true;
+  }();
+  (void)smem_opt_in;
+  dim3 grid((d.T + attn::kWgRows - 1) / attn::kWgRows, d.Hq, d.B);
+  attn::flash_fwd_wgmma_kernel<kN><<<grid, attn::kWgThreads, smem, stream()>>>(a);
+  PG_CUDA_LAUNCH_CHECK("attention_forward (wgmma flash kernel)");
+}
+
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start, const Tensor& out,
@@ -151,9 +216,15 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     a.out = static_cast<uint16_t*>(out.data()), a.lse = static_cast<float*>(lse.data());
     a.T = d.T, a.Hq = d.Hq, a.Hkv = d.Hkv, a.causal = p.causal, a.window = p.window;
     a.scale_log2 = scale_of(p, d.D) * 1.4426950408889634f;
-    dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hq, d.B);
-    attn::flash_fwd_kernel<<<grid, 128, 0, stream()>>>(a);
-    PG_CUDA_LAUNCH_CHECK("attention_forward (flash kernel)");
+    switch (choose_fwd_kernel()) {
+      case AttnFwdKernel::Wgmma64: launch_fwd_wgmma<64>(a, d); break;
+      case AttnFwdKernel::Wgmma128: launch_fwd_wgmma<128>(a, d); break;
+      default: {
+        dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hq, d.B);
+        attn::flash_fwd_kernel<<<grid, 128, 0, stream()>>>(a);
+        PG_CUDA_LAUNCH_CHECK("attention_forward (flash kernel)");
+      }
+    }
   } else if (q.dtype() == DType::BF16) {
     simple_forward<uint16_t>(d, q, k, v, doc_start, out, lse, p);
   } else {

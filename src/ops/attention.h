@@ -33,6 +33,16 @@ AttnBwdKernel attention_bwd_kernel();
 void set_attention_bwd_kernel(AttnBwdKernel k);
 const char* attention_bwd_kernel_name(AttnBwdKernel k);
 
+// Which CUDA flash forward kernel runs for bf16, head_dim 64 (the backward is the same either way).
+// Auto: the wgmma kernel (attention_fwd_wgmma.cuh) on compute capability 9.0, else the mma.sync one.
+// The environment variable PGOLF_ATTN_FWD=mma|wgmma|wgmma64|wgmma128 (wgmma = the default key block)
+// replaces Auto; set_attention_fwd_kernel (selftests, benchmarks) overrides both until reset to Auto.
+// A wgmma kernel asked for on a device that cannot run it falls back to mma.sync.
+enum class AttnFwdKernel { Auto, Mma, Wgmma64, Wgmma128 };
+void set_attention_fwd_kernel(AttnFwdKernel k);
+AttnFwdKernel attention_fwd_kernel_override();  // the value set above (Auto if none)
+const char* attn_fwd_kernel_name(AttnFwdKernel k);
+
 #if PGOLF_CUDA
 namespace cuda {
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,

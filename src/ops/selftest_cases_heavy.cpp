@@ -240,12 +240,52 @@ void attention_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   }
 }
 
+// The flash forward with each CUDA kernel forced (ops/attention.h: AttnFwdKernel), bf16: the wgmma
+// kernels on ragged T (partial query and key blocks), GQA, non-causal, window, documents and the
+// training shapes. On a device that cannot run wgmma the forcing falls back to mma.sync.
+void attention_fwd_kernel_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  struct W {
+    int64_t B, T, Hq, Hkv;
+    int window;
+    bool docs, causal, big;
+  };
+  for (AttnFwdKernel kern : {AttnFwdKernel::Wgmma64, AttnFwdKernel::Wgmma128, AttnFwdKernel::Mma}) {
+    for (const W w : {W{1, 7, 2, 1, 0, false, true, false}, W{2, 37, 4, 2, 0, false, true, false},
+                      W{1, 200, 2, 2, 0, false, false, false}, W{2, 300, 4, 2, 0, false, true, false},
+                      W{1, 130, 4, 1, 24, false, true, false}, W{2, 333, 4, 1, 100, true, true, false},
+                      W{2, 96, 2, 2, 0, true, true, false}, W{1, 257, 2, 1, 0, true, false, false},
+                      W{2, 1024, 4, 2, 0, false, true, false}, W{1, 2048, 8, 4, 0, false, true, true}}) {
+      const Shape sq{w.B, w.T, w.Hq, 64}, skv{w.B, w.T, w.Hkv, 64}, sl{w.B, w.Hq, w.T};
+      const std::string op = std::string("attention_fwd[") + attn_fwd_kernel_name(kern) + "]" +
+                             (w.causal ? "" : "(full)") + (w.window ? "(window)" : "") + (w.docs ? "(docs)" : "");
+      AttnParams p;
+      p.causal = w.causal, p.window = w.window;
+      out.push_back({op, w.big, [=] {
+                       Builder b(op, dtype_label({kB}), sq, seed);
+                       int q = b.add("q", b.in.normal(sq, kB)), k = b.add("k", b.in.normal(skv, kB)),
+                           v = b.add("v", b.in.normal(skv, kB)),
+                           ds = b.add("doc_start", w.docs ? doc_starts(b.in, w.B, w.T) : Tensor::zeros(Shape{1}, DType::I32)),
+                           o = b.add("out", Inputs::poison(sq, kB)), l = b.add("lse", Inputs::poison(sl, kF));
+                       b.check(o, 2e-2);
+                       b.check(l, 1e-3);
+                       b.run([=](const T& t) {
+                         set_attention_fwd_kernel(kern);
+                         attention_forward(t[q], t[k], t[v], w.docs ? t[ds] : Tensor(), t[o], t[l], p);
+                         set_attention_fwd_kernel(AttnFwdKernel::Auto);
+                       });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
 }  // namespace
 
 void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   optim_cases(out, seed);
   matmul_cases(out, seed + 100);
   attention_cases(out, seed + 200);
+  attention_fwd_kernel_cases(out, seed + 300);
 }
 
 }  // namespace pgolf::ops::selftest
