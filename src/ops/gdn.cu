@@ -4,7 +4,16 @@
 // solves run one column per thread (columns are independent). fp32 throughout; q, k, v, o, dout and the
 // input gradients may be f32 or bf16 (DevPtr), g, beta, states and their gradients are f32.
 // This is the straightforward first version (no tensor cores); docs/GDN.md lists its shared memory.
+//
+// Shared-memory rows are padded by one float (Geo::kp, vp, sp, cp). The C x C products read one key row per
+// thread (k_s[i] for 32 consecutive s in a warp), and dq/dk read one state row per thread (S0[i][j] for 32
+// consecutive i): with unpadded rows of 64 floats those 32 addresses fall in one bank, a 32-way conflict that
+// serialises every such load. A stride of D + 1 spreads them over all 32 banks. Padding changes addresses only,
+// never the order of any sum, so both layouts give bit-identical results; PGOLF_GDN_UNPADDED=1 selects the old
+// layout (for timing comparisons).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "ops/cuda_common.cuh"
 #include "ops/gdn.h"
@@ -18,22 +27,28 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
+// Shapes, and the row strides of the shared-memory tiles: kp for q/k rows (Dk wide), vp for v-like rows (Dv wide:
+// U, Vt, dO, dU), sp for state rows (S[i][j], Dv wide), cp for C x C rows. Global memory stays dense.
 struct Geo {
   int B, T, H, Dk, Dv, C, NC;
+  int kp, vp, sp, cp;
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// Shared memory of the forward, in floats: S (Dk*Dv), K, Q (C*Dk each), U (C*Dv), Ak (C*C), gc, bt, eb, ee
-// (C each).
+// Shared memory of the forward, in floats: S (Dk rows), K, Q (C rows of kp each), U (C rows of vp), Ak (C rows
+// of cp), gc, bt, eb, ee (C each).
 size_t fwd_smem_floats(const Geo& g) {
-  return size_t(g.Dk) * g.Dv + 2 * size_t(g.C) * g.Dk + size_t(g.C) * g.Dv + size_t(g.C) * g.C + 4 * size_t(g.C);
+  return size_t(g.Dk) * g.sp + 2 * size_t(g.C) * g.kp + size_t(g.C) * g.vp + size_t(g.C) * g.cp + 4 * size_t(g.C);
 }
-// Backward: S0, dS (Dk*Dv each), Q, K (C*Dk each), Vt, U, dO, dU (C*Dv each), Ak, dP, dA (C*C each),
+// Backward: S0, dS (Dk rows each), Q, K (C rows of kp), Vt, U, dO, dU (C rows of vp), Ak, dP, dA (C rows of cp),
 // gc, bt, eb, ee, dgc, dbt, xs (C each), 32 for the block reduction.
 size_t bwd_smem_floats(const Geo& g) {
-  return 2 * size_t(g.Dk) * g.Dv + 2 * size_t(g.C) * g.Dk + 4 * size_t(g.C) * g.Dv + 3 * size_t(g.C) * g.C +
+  return 2 * size_t(g.Dk) * g.sp + 2 * size_t(g.C) * g.kp + 4 * size_t(g.C) * g.vp + 3 * size_t(g.C) * g.cp +
          7 * size_t(g.C) + 32;
 }
+
+// Element x of a dense Dk x Dv state (global layout) at its padded place in shared memory.
+__device__ __forceinline__ int st_at(const Geo& G, int x) { return (x / G.Dv) * G.sp + x % G.Dv; }
 
 __device__ __forceinline__ int64_t row_of(const Geo& g, int b, int t, int h) {
   return (static_cast<int64_t>(b) * g.T + t) * g.H + h;
@@ -46,21 +61,28 @@ __device__ void load_chunk(const Geo& G, DevPtr q, DevPtr k, const float* g, con
   for (int x = threadIdx.x; x < L * G.Dk; x += blockDim.x) {
     const int r = x / G.Dk, i = x % G.Dk;
     const int64_t off = row_of(G, b, t0 + r, h) * G.Dk + i;
-    Qs[x] = load1(q, off);
-    Ks[x] = load1(k, off);
+    Qs[r * G.kp + i] = load1(q, off);
+    Ks[r * G.kp + i] = load1(k, off);
   }
+  // g and beta are gathered by all threads first: one thread loading them in its cumsum loop waited out a global
+  // load latency per row. The cumsum itself stays sequential (the order every other version sums in).
+  for (int r = threadIdx.x; r < L; r += blockDim.x) {
+    const int64_t row = row_of(G, b, t0 + r, h);
+    gc[r] = g[row];
+    bt[r] = beta[row];
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {
     float acc = 0.f;
     for (int r = 0; r < L; ++r) {
-      const int64_t row = row_of(G, b, t0 + r, h);
-      acc += g[row];
+      acc += gc[r];
       gc[r] = acc;
-      bt[r] = beta[row];
     }
-    for (int r = 0; r < L; ++r) {
-      eb[r] = expf(gc[r]);
-      ee[r] = expf(acc - gc[r]);
-    }
+  }
+  __syncthreads();
+  for (int r = threadIdx.x; r < L; r += blockDim.x) {
+    eb[r] = expf(gc[r]);
+    ee[r] = expf(gc[L - 1] - gc[r]);
   }
   __syncthreads();
 }
@@ -73,21 +95,21 @@ __device__ void build_rhs(const Geo& G, DevPtr v, int b, int h, int t0, int L, c
     const int r = x / G.C, s = x % G.C;
     float a = 0.f;
     if (r < L && s < r) {
-      const float* kr = Ks + r * G.Dk;
-      const float* ks = Ks + s * G.Dk;
+      const float* kr = Ks + r * G.kp;
+      const float* ks = Ks + s * G.kp;
       for (int i = 0; i < G.Dk; ++i) a += kr[i] * ks[i];
       a *= expf(gc[r] - gc[s]);
     }
-    Ak[x] = a;
+    Ak[r * G.cp + s] = a;
   }
   for (int x = threadIdx.x; x < L * G.Dv; x += blockDim.x) {
     const int r = x / G.Dv, j = x % G.Dv;
-    const float* kr = Ks + r * G.Dk;
+    const float* kr = Ks + r * G.kp;
     float sk = 0.f;
-    for (int i = 0; i < G.Dk; ++i) sk += S0[i * G.Dv + j] * kr[i];
+    for (int i = 0; i < G.Dk; ++i) sk += S0[i * G.sp + j] * kr[i];
     const float vt = load1(v, row_of(G, b, t0 + r, h) * G.Dv + j) - eb[r] * sk;
-    if (Vt) Vt[x] = vt;
-    Us[x] = bt[r] * vt;
+    if (Vt) Vt[r * G.vp + j] = vt;
+    Us[r * G.vp + j] = bt[r] * vt;
   }
   __syncthreads();
 }
@@ -97,8 +119,8 @@ __device__ void forward_solve(const Geo& G, int L, const float* Ak, const float*
   for (int j = threadIdx.x; j < G.Dv; j += blockDim.x)
     for (int r = 1; r < L; ++r) {
       float acc = 0.f;
-      for (int s = 0; s < r; ++s) acc += Ak[r * G.C + s] * Us[s * G.Dv + j];
-      Us[r * G.Dv + j] -= bt[r] * acc;
+      for (int s = 0; s < r; ++s) acc += Ak[r * G.cp + s] * Us[s * G.vp + j];
+      Us[r * G.vp + j] -= bt[r] * acc;
     }
   __syncthreads();
 }
@@ -109,21 +131,22 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ float sm[];
   const int SS = G.Dk * G.Dv;
   float* S = sm;
-  float* Ks = S + SS;
-  float* Qs = Ks + G.C * G.Dk;
-  float* Us = Qs + G.C * G.Dk;
-  float* Ak = Us + G.C * G.Dv;
-  float* gc = Ak + G.C * G.C;
+  float* Ks = S + G.Dk * G.sp;
+  float* Qs = Ks + G.C * G.kp;
+  float* Us = Qs + G.C * G.kp;
+  float* Ak = Us + G.C * G.vp;
+  float* gc = Ak + G.C * G.cp;
   float* bt = gc + G.C;
   float* eb = bt + G.C;
   float* ee = eb + G.C;
   const int bh = blockIdx.x, b = bh / G.H, h = bh % G.H;
-  for (int x = threadIdx.x; x < SS; x += blockDim.x) S[x] = init ? init[static_cast<int64_t>(bh) * SS + x] : 0.f;
+  for (int x = threadIdx.x; x < SS; x += blockDim.x)
+    S[st_at(G, x)] = init ? init[static_cast<int64_t>(bh) * SS + x] : 0.f;
   __syncthreads();
   for (int c = 0; c < G.NC; ++c) {
     const int t0 = c * G.C, L = min(G.C, G.T - t0);
     float* sc = states + (static_cast<int64_t>(bh) * G.NC + c) * SS;
-    for (int x = threadIdx.x; x < SS; x += blockDim.x) sc[x] = S[x];
+    for (int x = threadIdx.x; x < SS; x += blockDim.x) sc[x] = S[st_at(G, x)];
     load_chunk(G, q, k, g, beta, b, h, t0, L, Qs, Ks, gc, bt, eb, ee);
     build_rhs(G, v, b, h, t0, L, S, Ks, gc, bt, eb, Ak, Us, nullptr);
     forward_solve(G, L, Ak, bt, Us);
@@ -132,22 +155,22 @@ __global__ void __launch_bounds__(kThreads)
       const int r = x / G.C, s = x % G.C;
       float p = 0.f;
       if (s <= r) {
-        const float* qr = Qs + r * G.Dk;
-        const float* ks = Ks + s * G.Dk;
+        const float* qr = Qs + r * G.kp;
+        const float* ks = Ks + s * G.kp;
         for (int i = 0; i < G.Dk; ++i) p += qr[i] * ks[i];
         p *= expf(gc[r] - gc[s]);
       }
-      Ak[x] = p;
+      Ak[r * G.cp + s] = p;
     }
     __syncthreads();
     // o_r = b_r S0^T q_r + sum_{s<=r} P_rs u_s
     for (int x = threadIdx.x; x < L * G.Dv; x += blockDim.x) {
       const int r = x / G.Dv, j = x % G.Dv;
-      const float* qr = Qs + r * G.Dk;
+      const float* qr = Qs + r * G.kp;
       float sq = 0.f;
-      for (int i = 0; i < G.Dk; ++i) sq += S[i * G.Dv + j] * qr[i];
+      for (int i = 0; i < G.Dk; ++i) sq += S[i * G.sp + j] * qr[i];
       float acc = eb[r] * sq;
-      for (int s = 0; s <= r; ++s) acc += Ak[r * G.C + s] * Us[s * G.Dv + j];
+      for (int s = 0; s <= r; ++s) acc += Ak[r * G.cp + s] * Us[s * G.vp + j];
       store1(o, row_of(G, b, t0 + r, h) * G.Dv + j, acc);
     }
     __syncthreads();
@@ -155,34 +178,37 @@ __global__ void __launch_bounds__(kThreads)
     const float bl = eb[L - 1];
     for (int x = threadIdx.x; x < SS; x += blockDim.x) {
       const int i = x / G.Dv, j = x % G.Dv;
-      float acc = bl * S[x];
-      for (int r = 0; r < L; ++r) acc += ee[r] * Ks[r * G.Dk + i] * Us[r * G.Dv + j];
-      S[x] = acc;
+      float acc = bl * S[i * G.sp + j];
+      for (int r = 0; r < L; ++r) acc += ee[r] * Ks[r * G.kp + i] * Us[r * G.vp + j];
+      S[i * G.sp + j] = acc;
     }
     __syncthreads();
   }
   if (fin)
-    for (int x = threadIdx.x; x < SS; x += blockDim.x) fin[static_cast<int64_t>(bh) * SS + x] = S[x];
+    for (int x = threadIdx.x; x < SS; x += blockDim.x) fin[static_cast<int64_t>(bh) * SS + x] = S[st_at(G, x)];
 }
 
-__global__ void __launch_bounds__(kThreads)
+// Min blocks 1: the backward's ~185 KB of shared memory allow one block per SM anyway, and without it ptxas capped
+// the kernel at 64 registers and spilled.
+__global__ void __launch_bounds__(kThreads, 1)
     gdn_bwd_kernel(Geo G, DevPtr q, DevPtr k, DevPtr v, const float* g, const float* beta, const float* states,
                    DevPtr dout, const float* dfin, DevPtr dq, DevPtr dk, DevPtr dv, float* dg, float* dbeta,
                    float* dinit) {
   extern __shared__ float sm[];
   const int SS = G.Dk * G.Dv, C = G.C, Dk = G.Dk, Dv = G.Dv;
+  const int kp = G.kp, vp = G.vp, sp = G.sp, cp = G.cp;
   float* S0 = sm;
-  float* dS = S0 + SS;
-  float* Qs = dS + SS;
-  float* Ks = Qs + C * Dk;
-  float* Vt = Ks + C * Dk;
-  float* Us = Vt + C * Dv;
-  float* dO = Us + C * Dv;
-  float* dU = dO + C * Dv;
-  float* Ak = dU + C * Dv;
-  float* dP = Ak + C * C;
-  float* dA = dP + C * C;
-  float* gc = dA + C * C;
+  float* dS = S0 + Dk * sp;
+  float* Qs = dS + Dk * sp;
+  float* Ks = Qs + C * kp;
+  float* Vt = Ks + C * kp;
+  float* Us = Vt + C * vp;
+  float* dO = Us + C * vp;
+  float* dU = dO + C * vp;
+  float* Ak = dU + C * vp;
+  float* dP = Ak + C * cp;
+  float* dA = dP + C * cp;
+  float* gc = dA + C * cp;
   float* bt = gc + C;
   float* eb = bt + C;
   float* ee = eb + C;
@@ -192,13 +218,14 @@ __global__ void __launch_bounds__(kThreads)
   float* red = xs + C;
   const int bh = blockIdx.x, b = bh / G.H, h = bh % G.H;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int x = threadIdx.x; x < SS; x += blockDim.x) dS[x] = dfin ? dfin[static_cast<int64_t>(bh) * SS + x] : 0.f;
+  for (int x = threadIdx.x; x < SS; x += blockDim.x)
+    dS[st_at(G, x)] = dfin ? dfin[static_cast<int64_t>(bh) * SS + x] : 0.f;
   for (int c = G.NC - 1; c >= 0; --c) {
     const int t0 = c * C, L = min(C, G.T - t0);
     const float* sc = states + (static_cast<int64_t>(bh) * G.NC + c) * SS;
-    for (int x = threadIdx.x; x < SS; x += blockDim.x) S0[x] = sc[x];
+    for (int x = threadIdx.x; x < SS; x += blockDim.x) S0[st_at(G, x)] = sc[x];
     for (int x = threadIdx.x; x < L * Dv; x += blockDim.x)
-      dO[x] = load1(dout, row_of(G, b, t0 + x / Dv, h) * Dv + x % Dv);
+      dO[(x / Dv) * vp + x % Dv] = load1(dout, row_of(G, b, t0 + x / Dv, h) * Dv + x % Dv);
     for (int x = threadIdx.x; x < C; x += blockDim.x) dgc[x] = 0.f;
     load_chunk(G, q, k, g, beta, b, h, t0, L, Qs, Ks, gc, bt, eb, ee);  // barrier: S0, dO, dS visible too
     build_rhs(G, v, b, h, t0, L, S0, Ks, gc, bt, eb, Ak, Us, Vt);
@@ -209,44 +236,44 @@ __global__ void __launch_bounds__(kThreads)
       const int r = x / C, s = x % C;
       float p = 0.f, d = 0.f;
       if (s <= r) {
-        const float* qr = Qs + r * Dk;
-        const float* ks = Ks + s * Dk;
+        const float* qr = Qs + r * kp;
+        const float* ks = Ks + s * kp;
         for (int i = 0; i < Dk; ++i) p += qr[i] * ks[i];
         p *= expf(gc[r] - gc[s]);
-        for (int j = 0; j < Dv; ++j) d += dO[r * Dv + j] * Us[s * Dv + j];
+        for (int j = 0; j < Dv; ++j) d += dO[r * vp + j] * Us[s * vp + j];
       }
-      dA[x] = p;
-      dP[x] = d;
+      dA[r * cp + s] = p;
+      dP[r * cp + s] = d;
     }
     __syncthreads();
     // dU_rj = e_r (dS^T k_r)_j + sum_{s>=r} P_sr dO_sj
     for (int x = threadIdx.x; x < L * Dv; x += blockDim.x) {
       const int r = x / Dv, j = x % Dv;
-      const float* kr = Ks + r * Dk;
+      const float* kr = Ks + r * kp;
       float w = 0.f;
-      for (int i = 0; i < Dk; ++i) w += dS[i * Dv + j] * kr[i];
+      for (int i = 0; i < Dk; ++i) w += dS[i * sp + j] * kr[i];
       float acc = ee[r] * w;
-      for (int s = r; s < L; ++s) acc += dA[s * C + r] * dO[s * Dv + j];
-      dU[x] = acc;
+      for (int s = r; s < L; ++s) acc += dA[s * cp + r] * dO[s * vp + j];
+      dU[r * vp + j] = acc;
     }
     // Per row r (one warp each): the state-update and output terms of dgc, x_r.
     for (int r = warp; r < L; r += kWarps) {
-      const float* kr = Ks + r * Dk;
-      const float* qr = Qs + r * Dk;
-      const float* ur = Us + r * Dv;
-      const float* dor = dO + r * Dv;
+      const float* kr = Ks + r * kp;
+      const float* qr = Qs + r * kp;
+      const float* ur = Us + r * vp;
+      const float* dor = dO + r * vp;
       float a = 0.f, bq = 0.f;
       for (int x = lane; x < SS; x += 32) {
         const int i = x / Dv, j = x % Dv;
-        a += kr[i] * dS[x] * ur[j];
-        bq += qr[i] * S0[x] * dor[j];
+        a += kr[i] * dS[i * sp + j] * ur[j];
+        bq += qr[i] * S0[i * sp + j] * dor[j];
       }
       a = warp_sum(a);
       bq = warp_sum(bq);
       float pp = 0.f;
       for (int s = lane; s < L; s += 32) {
-        if (s <= r) pp += dP[r * C + s] * dA[r * C + s];
-        if (s >= r) pp -= dP[s * C + r] * dA[s * C + r];
+        if (s <= r) pp += dP[r * cp + s] * dA[r * cp + s];
+        if (s >= r) pp -= dP[s * cp + r] * dA[s * cp + r];
       }
       pp = warp_sum(pp);
       if (lane == 0) {
@@ -256,14 +283,14 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     float sd = 0.f;
-    for (int x = threadIdx.x; x < SS; x += blockDim.x) sd += S0[x] * dS[x];
+    for (int x = threadIdx.x; x < SS; x += blockDim.x) sd += S0[st_at(G, x)] * dS[st_at(G, x)];
     sd = block_sum(sd, red);  // barrier: dU, xs, dgc complete
     // dR = (I + A)^{-T} dU in place, A_sr = beta_s Ak_sr: one column per thread.
     for (int j = threadIdx.x; j < Dv; j += blockDim.x)
       for (int r = L - 2; r >= 0; --r) {
         float acc = 0.f;
-        for (int s = r + 1; s < L; ++s) acc += bt[s] * Ak[s * C + r] * dU[s * Dv + j];
-        dU[r * Dv + j] -= acc;
+        for (int s = r + 1; s < L; ++s) acc += bt[s] * Ak[s * cp + r] * dU[s * vp + j];
+        dU[r * vp + j] -= acc;
       }
     __syncthreads();
     // dA_rs = -dR_r . u_s (s < r).
@@ -271,20 +298,20 @@ __global__ void __launch_bounds__(kThreads)
       const int r = x / C, s = x % C;
       float d = 0.f;
       if (s < r)
-        for (int j = 0; j < Dv; ++j) d -= dU[r * Dv + j] * Us[s * Dv + j];
-      dA[x] = d;
+        for (int j = 0; j < Dv; ++j) d -= dU[r * vp + j] * Us[s * vp + j];
+      dA[r * cp + s] = d;
     }
     __syncthreads();
     // Per row r: dbeta_r, the solve and vt terms of dgc.
     for (int r = warp; r < L; r += kWarps) {
-      const float* kr = Ks + r * Dk;
-      const float* dr = dU + r * Dv;
+      const float* kr = Ks + r * kp;
+      const float* dr = dU + r * vp;
       float kv = 0.f, rv = 0.f, aa = 0.f, ab = 0.f;
-      for (int x = lane; x < SS; x += 32) kv += kr[x / Dv] * S0[x] * dr[x % Dv];
-      for (int j = lane; j < Dv; j += 32) rv += dr[j] * Vt[r * Dv + j];
+      for (int x = lane; x < SS; x += 32) kv += kr[x / Dv] * S0[st_at(G, x)] * dr[x % Dv];
+      for (int j = lane; j < Dv; j += 32) rv += dr[j] * Vt[r * vp + j];
       for (int s = lane; s < L; s += 32) {
-        if (s < r) aa += dA[r * C + s] * Ak[r * C + s];
-        if (s > r) ab += dA[s * C + r] * bt[s] * Ak[s * C + r];
+        if (s < r) aa += dA[r * cp + s] * Ak[r * cp + s];
+        if (s > r) ab += dA[s * cp + r] * bt[s] * Ak[s * cp + r];
       }
       kv = warp_sum(kv);
       rv = warp_sum(rv);
@@ -314,8 +341,8 @@ __global__ void __launch_bounds__(kThreads)
       const int r = x / C, s = x % C;
       if (s <= r) {
         const float gm = expf(gc[r] - gc[s]);
-        dP[x] *= gm;
-        dA[x] *= bt[r] * gm;
+        dP[r * cp + s] *= gm;
+        dA[r * cp + s] *= bt[r] * gm;
       }
     }
     __syncthreads();
@@ -324,41 +351,41 @@ __global__ void __launch_bounds__(kThreads)
     //         + sum_{s>r} dA_sr k_si
     for (int x = threadIdx.x; x < L * Dk; x += blockDim.x) {
       const int r = x / Dk, i = x % Dk;
-      const float* srow = S0 + i * Dv;
-      const float* dsrow = dS + i * Dv;
+      const float* srow = S0 + i * sp;
+      const float* dsrow = dS + i * sp;
       float so = 0.f, su = 0.f, sr = 0.f;
       for (int j = 0; j < Dv; ++j) {
-        so += srow[j] * dO[r * Dv + j];
-        su += dsrow[j] * Us[r * Dv + j];
-        sr += srow[j] * dU[r * Dv + j];
+        so += srow[j] * dO[r * vp + j];
+        su += dsrow[j] * Us[r * vp + j];
+        sr += srow[j] * dU[r * vp + j];
       }
       const float br = eb[r];
       float aq = br * so, ak = ee[r] * su - br * bt[r] * sr;
-      for (int s = 0; s <= r; ++s) aq += dP[r * C + s] * Ks[s * Dk + i];
-      for (int s = r; s < L; ++s) ak += dP[s * C + r] * Qs[s * Dk + i];
-      for (int s = 0; s < r; ++s) ak += dA[r * C + s] * Ks[s * Dk + i];
-      for (int s = r + 1; s < L; ++s) ak += dA[s * C + r] * Ks[s * Dk + i];
+      for (int s = 0; s <= r; ++s) aq += dP[r * cp + s] * Ks[s * kp + i];
+      for (int s = r; s < L; ++s) ak += dP[s * cp + r] * Qs[s * kp + i];
+      for (int s = 0; s < r; ++s) ak += dA[r * cp + s] * Ks[s * kp + i];
+      for (int s = r + 1; s < L; ++s) ak += dA[s * cp + r] * Ks[s * kp + i];
       const int64_t off = row_of(G, b, t0 + r, h) * Dk + i;
       store1(dq, off, aq);
       store1(dk, off, ak);
     }
     for (int x = threadIdx.x; x < L * Dv; x += blockDim.x) {
       const int r = x / Dv, j = x % Dv;
-      store1(dv, row_of(G, b, t0 + r, h) * Dv + j, bt[r] * dU[x]);
+      store1(dv, row_of(G, b, t0 + r, h) * Dv + j, bt[r] * dU[r * vp + j]);
     }
     __syncthreads();
     // dS0 = b_L dS + sum_r b_r q_r dO_r^T - sum_r b_r beta_r k_r dR_r^T (in place: element-wise).
     for (int x = threadIdx.x; x < SS; x += blockDim.x) {
       const int i = x / Dv, j = x % Dv;
-      float acc = bl * dS[x];
+      float acc = bl * dS[i * sp + j];
       for (int r = 0; r < L; ++r)
-        acc += eb[r] * (Qs[r * Dk + i] * dO[r * Dv + j] - bt[r] * Ks[r * Dk + i] * dU[r * Dv + j]);
-      dS[x] = acc;
+        acc += eb[r] * (Qs[r * kp + i] * dO[r * vp + j] - bt[r] * Ks[r * kp + i] * dU[r * vp + j]);
+      dS[i * sp + j] = acc;
     }
     __syncthreads();
   }
   if (dinit)
-    for (int x = threadIdx.x; x < SS; x += blockDim.x) dinit[static_cast<int64_t>(bh) * SS + x] = dS[x];
+    for (int x = threadIdx.x; x < SS; x += blockDim.x) dinit[static_cast<int64_t>(bh) * SS + x] = dS[st_at(G, x)];
 }
 
 __global__ void __launch_bounds__(kThreads) gdn_recurrent_kernel(Geo G, DevPtr q, DevPtr k, DevPtr v, const float* g,
@@ -508,6 +535,15 @@ __global__ void gates_bwd_kernel(DevPtr a, DevPtr bb, const float* A_log, const 
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// The padded shared-memory layout (see the top of the file) unless PGOLF_GDN_UNPADDED=1; read once per process.
+bool padded_layout() {
+  static const bool padded = [] {
+    const char* v = std::getenv("PGOLF_GDN_UNPADDED");
+    return !(v && std::strcmp(v, "1") == 0);
+  }();
+  return padded;
+}
+
 Geo geo_of(const Tensor& q, const Tensor& v, int chunk) {
   Geo G{static_cast<int>(q.dim(0)),
         static_cast<int>(q.dim(1)),
@@ -515,8 +551,17 @@ Geo geo_of(const Tensor& q, const Tensor& v, int chunk) {
         static_cast<int>(q.dim(3)),
         static_cast<int>(v.dim(3)),
         chunk,
+        0,
+        0,
+        0,
+        0,
         0};
   G.NC = static_cast<int>(gdn_num_chunks(G.T, chunk));
+  const int pad = padded_layout() ? 1 : 0;
+  G.kp = G.Dk + pad;
+  G.vp = G.Dv + pad;
+  G.sp = G.Dv + pad;
+  G.cp = G.C + pad;
   return G;
 }
 
