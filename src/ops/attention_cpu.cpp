@@ -22,6 +22,11 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// With bf16 tensors the GPU flash kernels feed P (to P.V and dV) and dS (to dQ, dK) to the tensor cores in
+// bf16; the CPU op rounds them the same way, so a bf16 CPU model carries the GPU's precision, not better
+// (docs/GDN.md: the decay-gate gradients behind an attention layer showed the difference).
+inline float rb(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
 // Every mask leaves query i a contiguous key range [lo, hi] (empty when lo > hi):
 // causal j <= i ; window i - window < j <= i ; documents j >= doc_start[b, i].
 inline void key_range(const AttnParams& p, const int32_t* doc_row, int64_t i, int64_t T, int64_t* lo, int64_t* hi) {
@@ -63,7 +68,7 @@ PGOLF_SIMD_CLONES void scores(const float* a, const float* cols, int64_t ld, int
 
 // Softmax of the scores s[0, n) in place (p = exp(s - max)) then acc = sum_j p_j rows[j]; returns
 // the log-sum-exp.
-PGOLF_SIMD_CLONES float softmax_weighted_sum(float* s, int64_t n, const float* rows, int64_t D, float* acc) {
+PGOLF_SIMD_CLONES float softmax_weighted_sum(float* s, int64_t n, const float* rows, int64_t D, float* acc, bool emu = false) {
   float m = kNegInf;
   for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
   float l = 0.f;
@@ -73,7 +78,7 @@ PGOLF_SIMD_CLONES float softmax_weighted_sum(float* s, int64_t n, const float* r
   }
   std::fill(acc, acc + D, 0.f);
   for (int64_t j = 0; j < n; ++j) {
-    const float pj = s[j];
+    const float pj = emu ? rb(s[j]) : s[j];
     const float* r = rows + j * D;
     for (int64_t e = 0; e < D; ++e) acc[e] += pj * r[e];
   }
@@ -87,18 +92,20 @@ PGOLF_SIMD_CLONES float softmax_weighted_sum(float* s, int64_t n, const float* r
 // dv_j += p_j dout. s and dp hold q.k_j and dout.v_j on entry.
 PGOLF_SIMD_CLONES void bwd_row(const float* qs, const float* dos, float Di, float L, float scale, float* s,
                                const float* dp, int64_t n, const float* krows, float* dk, float* dv, int64_t D,
-                               float* dq) {
+                               float* dq, bool emu = false) {
   for (int64_t j = 0; j < n; ++j) {
     const float pj = std::exp(scale * s[j] - L);
-    const float ds = pj * (dp[j] - Di) * scale;
+    float ds = pj * (dp[j] - Di) * scale;
     s[j] = ds;
+    const float pv = emu ? rb(pj) : pj;
+    if (emu) ds = rb(ds);
     const float* kr = krows + j * D;
     float* dkr = dk + j * D;
     float* dvr = dv + j * D;
     for (int64_t e = 0; e < D; ++e) {
       dq[e] += ds * kr[e];
       dkr[e] += ds * qs[e];
-      dvr[e] += pj * dos[e];
+      dvr[e] += pv * dos[e];
     }
   }
 }
@@ -146,7 +153,7 @@ void attention_forward_fast(const T* q, const T* k, const T* v, const int32_t* d
           for (int64_t e = 0; e < d.D; ++e) qs[e] = scale * ld<float>(q[row + e]);
           const int64_t n = hi - lo + 1;
           scores(qs.data(), kcols.data() + (lo - k0), nk, d.D, n, s.data());
-          *lrow = softmax_weighted_sum(s.data(), n, vrows.data() + (lo - k0) * d.D, d.D, acc.data());
+          *lrow = softmax_weighted_sum(s.data(), n, vrows.data() + (lo - k0) * d.D, d.D, acc.data(), sizeof(T) == 2);
           for (int64_t e = 0; e < d.D; ++e) st(out[row + e], acc[e]);
         }
     }
@@ -190,7 +197,7 @@ void attention_backward_fast(const T* q, const T* k, const T* v, const int32_t* 
             scores(qs.data(), kcols.data() + lo, d.T, d.D, n, s.data());
             scores(dos.data(), vcols.data() + lo, d.T, d.D, n, dp.data());
             bwd_row(qs.data(), dos.data(), Di, L, scale, s.data(), dp.data(), n, krows.data() + lo * d.D,
-                    dk_acc.data() + lo * d.D, dv_acc.data() + lo * d.D, d.D, dq_acc.data());
+                    dk_acc.data() + lo * d.D, dv_acc.data() + lo * d.D, d.D, dq_acc.data(), sizeof(T) == 2);
           }
           for (int64_t e = 0; e < d.D; ++e) st(dq[row + e], dq_acc[e]);
         }

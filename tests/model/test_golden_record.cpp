@@ -35,8 +35,11 @@ constexpr const char* kSkip = "no record fixture in tests/fixtures/golden or $PG
                               "python3 tools/golden/make_record_fixture.py (needs PyTorch), see tools/golden/README.md";
 
 // CPU f32 against float64. Gradients: the 13-slot virtual list is deeper than the baseline's 3 layers and q-gain
-// 5.25 makes the softmax peaky, so the bound is 5x the baseline test's.
-constexpr double kTolLogits = 1e-5, kTolLoss = 1e-5, kTolGrad = 5e-5, kTolStepLoss = 2e-5, kTolFinal = 1e-4;
+// 5.25 makes the softmax peaky, so the bound is 5x the baseline test's. Weights after 3 steps: the tied embedding's
+// worst element depends on which OpenBLAS kernel the CPU gets (f32 summation order, amplified by Adam's per-element
+// normalization): 6.2e-5 with OPENBLAS_CORETYPE=Haswell, 1.26e-4 with SkylakeX (AVX-512), so the bound is 3e-4; a
+// wrong update rule or lr is off by orders of magnitude more.
+constexpr double kTolLogits = 1e-5, kTolLoss = 1e-5, kTolGrad = 5e-5, kTolStepLoss = 2e-5, kTolFinal = 3e-4;
 
 using RecordGolden = testing::GoldenFixture;
 
