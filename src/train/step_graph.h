@@ -8,7 +8,8 @@
 // change between steps (learning rates, momentum) live in device tensors written before the replay.
 // Each distinct `key` (the loop pass count, which changes the layer schedule, and late QAT on/off, which adds
 // the fake quantization) gets its own graph; a key's first call runs eagerly (it warms algorithm caches and
-// scratch buffers that allocate on first use), the second captures, later calls replay. Without CUDA, or when disabled, run() just calls the function.
+// scratch buffers that allocate on first use), the second captures, later calls replay. Without CUDA, or
+// when disabled, run() just calls the function.
 #include <functional>
 #include <map>
 

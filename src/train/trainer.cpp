@@ -321,7 +321,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
         for (int64_t m = 0; m < accum; ++m)
           gpt.forward_backward(ids_all.slice(m, m + 1).view(ids.shape()), targets_all.slice(m, m + 1).view(ids.shape()),
                                grad_scale, arena, loss_sum);
-        quant::finish_fake_quant(gpt.params(), qat, qat_stash);  // host bookkeeping runs at capture only
+        quant::finish_fake_quant(gpt.params(), qat, qat_stash);  // empties the host-side stash; replays skip that
         optimizer.apply();
         gpt.params().sync_compute();
       });
