@@ -124,4 +124,39 @@ void ema_update(const Tensor& avg, const Tensor& p, const Tensor& hp) {
   for (int64_t i = 0, n = avg.numel(); i < n; ++i) a[i] = decay * a[i] + (1.f - decay) * pp[i];
 }
 
+void clip_grad_scale(const Tensor& parts, const Tensor& order, double max_norm, const Tensor& hp, const Tensor& slots,
+                     const Tensor& norm_out) {
+  const char* op = "clip_grad_scale";
+  cpu::check_f32(op, "parts", parts);
+  check_ndim(op, "parts", parts, 1);
+  check_dtype(op, "order", order, {DType::I32});
+  check_ndim(op, "order", order, 1);
+  cpu::check_f32(op, "hp", hp);
+  check_dtype(op, "slots", slots, {DType::I32});
+  check_ndim(op, "slots", slots, 1);
+  check_hp(op, norm_out, 1);
+  if (check_same_device(op, {&parts, &order, &hp, &slots, &norm_out}) == Device::CUDA) {
+    PG_CUDA_DISPATCH(op, cuda::clip_grad_scale(parts, order, max_norm, hp, slots, norm_out));
+    return;
+  }
+  const float* pp = parts.ptr<float>();
+  const int32_t* op_idx = order.ptr<int32_t>();
+  double sq = 0;
+  for (int64_t j = 0; j < order.numel(); ++j) {
+    PG_CHECK(op_idx[j] >= 0 && op_idx[j] < parts.numel(), "{}: order[{}] = {} outside parts {}", op, j, op_idx[j],
+             parts.desc());
+    sq += static_cast<double>(pp[op_idx[j]]);
+  }
+  const double norm = std::sqrt(sq);
+  // std::min(1.0, q): a NaN norm gives 1 (no scaling), as the host-side clip always did.
+  const auto scale = static_cast<float>(std::min(1.0, max_norm / (norm + 1e-6)));
+  float* h = hp.ptr<float>();
+  const int32_t* sp = slots.ptr<int32_t>();
+  for (int64_t k = 0; k < slots.numel(); ++k) {
+    PG_CHECK(sp[k] >= 0 && sp[k] < hp.numel(), "{}: slots[{}] = {} outside hp {}", op, k, sp[k], hp.desc());
+    h[sp[k]] = scale;
+  }
+  norm_out.ptr<float>()[0] = static_cast<float>(norm);
+}
+
 }  // namespace pgolf::ops

@@ -155,4 +155,53 @@ void ema_update(const Tensor& avg, const Tensor& p, const Tensor& hp) {
   launch_opt<Opt::Ema>(op, q);
 }
 
+namespace {
+
+// One block: each pass stages a chunk of the parts (in `order`) in shared memory and thread 0 adds it in order in
+// double, so the rounding is the CPU's bit for bit; then every thread writes the scale to its share of the slots.
+// A few hundred values: microseconds, and nothing for the host to wait on.
+__global__ void clip_grad_scale_kernel(const float* __restrict__ parts, const int32_t* __restrict__ order, int64_t n,
+                                       double max_norm, float* __restrict__ hp, const int32_t* __restrict__ slots,
+                                       int64_t n_slots, float* __restrict__ norm_out) {
+  __shared__ double chunk[kThreads];
+  __shared__ float scale;
+  double acc = 0;  // thread 0's running sum
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t j = base + threadIdx.x;
+    if (j < n) chunk[threadIdx.x] = static_cast<double>(parts[order[j]]);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
+      for (int64_t k = 0; k < m; ++k) acc += chunk[k];
+    }
+    __syncthreads();  // the chunk is read before the next pass overwrites it
+  }
+  if (threadIdx.x == 0) {
+    const double norm = sqrt(acc);
+    const double q = max_norm / (norm + 1e-6);
+    scale = static_cast<float>(q < 1.0 ? q : 1.0);  // std::min(1.0, q) of the CPU: a NaN norm gives 1
+    norm_out[0] = static_cast<float>(norm);
+  }
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < n_slots; k += blockDim.x) hp[slots[k]] = scale;
+}
+
+const int32_t* i32(const char* op, const char* arg, const Tensor& t) {
+  require_dtype(op, arg, t, DType::I32);
+  return t.ptr<int32_t>();
+}
+
+}  // namespace
+
+void clip_grad_scale(const Tensor& parts, const Tensor& order, double max_norm, const Tensor& hp, const Tensor& slots,
+                     const Tensor& norm_out) {
+  const char* op = "clip_grad_scale";
+  // Index ranges are the caller's contract (checked by the CPU op): reading them here would sync the host.
+  clip_grad_scale_kernel<<<1, kThreads, 0, stream()>>>(f32(op, "parts", parts, parts.numel()), i32(op, "order", order),
+                                                       order.numel(), max_norm, f32(op, "hp", hp, hp.numel()),
+                                                       i32(op, "slots", slots), slots.numel(),
+                                                       f32(op, "norm_out", norm_out, 1));
+  PG_CUDA_LAUNCH_CHECK(op);
+}
+
 }  // namespace pgolf::ops::cuda

@@ -26,6 +26,14 @@ void muon_apply(const Tensor& p, const Tensor& x, const Tensor& hp);
 // EMA: avg = decay*avg + (1-decay)*p ; avg, p: f32. hp: (1) f32 = [decay].
 void ema_update(const Tensor& avg, const Tensor& p, const Tensor& hp);
 
+// Global grad-norm clipping as torch's clip_grad_norm_, decided on the device so a captured step needs no host
+// read. parts: (P) f32 per-tensor sums of squares; order: (n) i32 indices into parts, added in that order in
+// double; norm = sqrt(sum); scale = f32(min(1, max_norm / (norm + 1e-6))) is written to hp[slots[k]] for every k
+// (the grad_scale entries of the optimizer kernels' hp); norm_out: (1) f32 = norm, for logging. Every step is an
+// IEEE double operation, so the CPU and the GPU give the same bits for the same parts.
+void clip_grad_scale(const Tensor& parts, const Tensor& order, double max_norm, const Tensor& hp, const Tensor& slots,
+                     const Tensor& norm_out);
+
 #if PGOLF_CUDA
 namespace cuda {
 void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const Tensor& hp);
@@ -33,6 +41,8 @@ void muon_momentum(const Tensor& g, const Tensor& buf, const Tensor& u, const Te
 void row_normalize(const Tensor& x, float eps);
 void muon_apply(const Tensor& p, const Tensor& x, const Tensor& hp);
 void ema_update(const Tensor& avg, const Tensor& p, const Tensor& hp);
+void clip_grad_scale(const Tensor& parts, const Tensor& order, double max_norm, const Tensor& hp, const Tensor& slots,
+                     const Tensor& norm_out);
 }  // namespace cuda
 #endif
 

@@ -70,6 +70,26 @@ void optim_cases(std::vector<CaseMaker>& out, uint64_t seed) {
                      b.run([=](const T& t) { ema_update(t[a], t[p], t[hp]); });
                      return b.done();
                    }});
+    if (!big) {
+      // Parts in a permuted order, the scale written to every other hp entry: the double sum in that order, the
+      // sqrt and the division are IEEE on both sides, so the GPU must give the CPU's bits (a clipping norm of 1).
+      const int64_t n = s.numel();
+      out.push_back({"clip_grad_scale", false, [=] {
+                       Builder b("clip_grad_scale", "f32", s, seed);
+                       std::vector<int32_t> order, slots;
+                       for (int64_t i = 0; i < n; ++i) order.push_back(static_cast<int32_t>((i * 7 + 3) % n));
+                       for (int64_t i = 0; i < n; i += 2) slots.push_back(static_cast<int32_t>(i));
+                       int parts = b.add("parts", b.in.uniform(Shape{n}, kF, 0.f, 0.05f)),
+                           ord = b.add("order", Tensor::from_vector(order, Shape{n})),
+                           hp = b.add("hp", b.in.normal(Shape{n}, kF)),
+                           sl = b.add("slots", Tensor::from_vector(slots, Shape{static_cast<int64_t>(slots.size())})),
+                           norm = b.add("norm", Inputs::poison(Shape{1}, kF));
+                       b.check(hp, 0.0);
+                       b.check(norm, 0.0);
+                       b.run([=](const T& t) { clip_grad_scale(t[parts], t[ord], 1.0, t[hp], t[sl], t[norm]); });
+                       return b.done();
+                     }});
+    }
     for (DType dt : {kF, kB}) {
       out.push_back({"fill_uniform", big, [=] {
                        Builder b("fill_uniform", dtype_label({dt}), s, seed);

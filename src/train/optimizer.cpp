@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "dist/comm.h"
+#include "ops/optim.h"
 #include "ops/reduce.h"
 #include "train/schedule.h"
 
@@ -46,11 +47,19 @@ Optimizer::Optimizer(model::ParamTable& params, const OptimSection& cfg, Device 
   int64_t next_adam = n_muon;
   for (int64_t m : muon_index_) norm_at_.push_back(m >= 0 ? m : next_adam++);
   norm_parts_ = Tensor::zeros(Shape{std::max<int64_t>(1, next_adam)}, DType::F32, dev);
+  std::vector<int32_t> order(norm_at_.begin(), norm_at_.end());
+  norm_order_ = Tensor::from_vector(order, Shape{static_cast<int64_t>(order.size())}, dev);
+  // grad_scale sits at hp[1] of Muon's momentum hp and at hp[7] of each Adam parameter's (see set_hyperparameters).
+  std::vector<int32_t> slots = {1};
+  for (size_t i = 0; i < adam_->size(); ++i)
+    slots.push_back(static_cast<int32_t>(2 + 3 * n_muon + 8 * static_cast<int64_t>(i) + 7));
+  scale_slots_ = Tensor::from_vector(slots, Shape{static_cast<int64_t>(slots.size())}, dev);
+  norm_dev_ = Tensor::from_vector(std::vector<float>{-1.f}, Shape{1}, dev);
 }
 
-double Optimizer::global_grad_norm() {
-  // One sum of squares per tensor, added on the host in table order (in double): the same additions whether the
-  // Muon values come from the full gradients or from their owners' shards, so sharding does not change the norm.
+void Optimizer::clip_on_device() {
+  // One sum of squares per tensor, then one kernel adds them in table order (in double): the same additions whether
+  // the Muon values come from the full gradients or from their owners' shards, so sharding does not change the norm.
   const bool sharded = muon_->shards_momentum();
   const auto& all = params_.all();
   for (size_t t = 0; t < all.size(); ++t) {
@@ -66,26 +75,22 @@ double Optimizer::global_grad_norm() {
     }
   }
   if (sharded && muon_->size()) comm_->all_reduce_sum(norm_parts_.slice(0, static_cast<int64_t>(muon_->size())));
-  const std::vector<float> parts = norm_parts_.to_float_vector();
-  double sq = 0;
-  for (int64_t at : norm_at_) sq += static_cast<double>(parts[static_cast<size_t>(at)]);
-  return std::sqrt(sq);
+  ops::clip_grad_scale(norm_parts_, norm_order_, cfg_.grad_clip_norm, hp_dev_, scale_slots_, norm_dev_);
 }
 
-double Optimizer::step(int64_t step, double lr_mult) {
+double Optimizer::grad_norm() const {
+  return cfg_.grad_clip_norm > 0 ? static_cast<double>(norm_dev_.to_float_vector()[0]) : -1.0;
+}
+
+void Optimizer::step(int64_t step, double lr_mult) {
   if (muon_->shards_momentum()) muon_->reduce_grads(muon_grads_summed_);
-  const double norm = set_hyperparameters(step, lr_mult);
+  set_hyperparameters(step, lr_mult);
   apply();
-  return norm;
 }
 
-double Optimizer::set_hyperparameters(int64_t step, double lr_mult) {
-  double norm = -1;
-  float grad_scale = 1.f;
-  if (cfg_.grad_clip_norm > 0) {
-    norm = global_grad_norm();
-    grad_scale = static_cast<float>(std::min(1.0, cfg_.grad_clip_norm / (norm + 1e-6)));
-  }
+void Optimizer::set_hyperparameters(int64_t step, double lr_mult) {
+  // grad_scale is written as 1 here; with clipping, apply() overwrites it on the device before the kernels read it.
+  const float grad_scale = 1.f;
   const auto momentum = static_cast<float>(muon_momentum_at(cfg_, step));
   size_t o = 0;
   hp_host_[o++] = momentum;
@@ -104,10 +109,10 @@ double Optimizer::set_hyperparameters(int64_t step, double lr_mult) {
     o += 8;
   }
   hp_dev_.copy_from(Tensor::from_blob(hp_host_.data(), hp_dev_.shape(), DType::F32, Device::CPU));
-  return norm;
 }
 
 void Optimizer::apply() {
+  if (cfg_.grad_clip_norm > 0) clip_on_device();
   const int64_t muon_end = 2 + 3 * static_cast<int64_t>(muon_->size());
   if (muon_->size()) muon_->step(hp_dev_.slice(0, 2), hp_dev_.slice(2, muon_end));
   if (adam_->size()) adam_->step(hp_dev_.slice(muon_end, hp_dev_.numel()));

@@ -43,18 +43,21 @@ class Optimizer {
   }
 
   // One update from the accumulated grads. `step` = updates done before this one (0-based),
-  // `lr_mult` from the schedule. With grad_clip_norm > 0 the global grad norm is read back (one
-  // sync) and every gradient is scaled by min(1, clip / (norm + 1e-6)) as torch's clip_grad_norm_.
-  // Returns the global grad norm when it was computed, else -1. With sharded momentum the norm is taken after the
-  // Muon grads are reduced: each owner's matrices plus the (replicated) Adam part, the same value on every rank.
-  double step(int64_t step, double lr_mult);
+  // `lr_mult` from the schedule. With grad_clip_norm > 0 every gradient is scaled by
+  // min(1, clip / (norm + 1e-6)) of the global grad norm, as torch's clip_grad_norm_; the norm and the
+  // scale are computed on the device (nothing waits on the host; grad_norm() reads the norm back). With
+  // sharded momentum the norm is taken after the Muon grads are reduced: each owner's matrices plus the
+  // (replicated) Adam part, the same value on every rank.
+  void step(int64_t step, double lr_mult);
   // The same update in two halves, for CUDA graphs: set_hyperparameters() computes this step's
-  // hyperparameters on the host and copies them to the device (outside any graph; it is where the
-  // optional grad-norm sync happens); apply() then launches device work only, so it can be captured
-  // once and replayed every step (not when Muon is sharded: its all_gather waits on the host).
+  // hyperparameters on the host and copies them to the device (outside any graph); apply() then launches
+  // device work only (the grad norm and clip scale included), so it can be captured once and replayed
+  // every step (not when Muon is sharded: its all_gather waits on the host).
   // step() == set_hyperparameters() + apply() (+ the Muon grad reduction first, with sharded momentum).
-  double set_hyperparameters(int64_t step, double lr_mult);
+  void set_hyperparameters(int64_t step, double lr_mult);
   void apply();
+  // The global grad norm of the last apply() (reads a device value back: a sync); -1 without clipping.
+  double grad_norm() const;
   // Scales the Muon weight decay from the next set_hyperparameters() on (the §6.4 taper; 1 = none).
   void set_muon_wd_multiplier(double m) { muon_wd_mult_ = m; }
 
@@ -73,7 +76,8 @@ class Optimizer {
   Adam& adam() { return *adam_; }
 
  private:
-  double global_grad_norm();
+  // Device work of the clip: per-tensor sums of squares, their sum, the scale into hp_dev_'s grad_scale slots.
+  void clip_on_device();
 
   model::ParamTable& params_;
   OptimSection cfg_;
@@ -84,9 +88,13 @@ class Optimizer {
   std::vector<float> hp_host_;
   Tensor hp_dev_;   // [muon momentum (2) | muon apply (3 per matrix) | adam (8 per param)]
   // Per-tensor sums of squares for the grad norm, Muon matrices first (so one collective sums the owners' values
-  // with sharded momentum); norm_at_[table index] is a tensor's place in it. The host adds them in table order.
+  // with sharded momentum); norm_at_[table index] is a tensor's place in it. norm_order_ (i32, on the device) is
+  // norm_at_: the parts are added in table order, whatever the layout.
   Tensor norm_parts_;
   std::vector<int64_t> norm_at_;
+  Tensor norm_order_;
+  Tensor scale_slots_;  // i32: hp_dev_ indices of every grad_scale entry (Muon's momentum hp, each Adam hp)
+  Tensor norm_dev_;     // (1) f32: the last computed global grad norm
   std::vector<int64_t> muon_index_;  // per table index: index into muon_->params(), or -1
   dist::Communicator* comm_ = nullptr;
   bool muon_grads_summed_ = true;

@@ -6,9 +6,10 @@
 // A step function must be device-only: no host synchronisation, no allocation outside the memory plan,
 // and the same buffers every call (the Arena and the staged batch buffers guarantee this). Values that
 // change between steps (learning rates, momentum) live in device tensors written before the replay.
-// Each distinct `key` (e.g. looping on/off, which changes the layer schedule) gets its own graph; a key's
-// first call runs eagerly (it warms algorithm caches and scratch buffers that allocate on first use),
-// the second captures, later calls replay. Without CUDA, or when disabled, run() just calls the function.
+// Each distinct `key` (the loop pass count, which changes the layer schedule, and late QAT on/off, which adds
+// the fake quantization) gets its own graph; a key's first call runs eagerly (it warms algorithm caches and
+// scratch buffers that allocate on first use), the second captures, later calls replay. Without CUDA, or
+// when disabled, run() just calls the function.
 #include <functional>
 #include <map>
 

@@ -203,11 +203,10 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   Tensor ids = Tensor::empty(step_shape, DType::I32, dev);
   Tensor targets = Tensor::empty(step_shape, DType::I32, dev);
   // Whole-step CUDA graphs (step_graph.h) on one GPU: a step's micro-batches are staged in device buffers
-  // first, so the captured work reads the same addresses every step. Host-side per-step decisions rule
-  // them out: data parallel collectives, exact accumulation, grad-norm clipping (norm read on the host).
-  // Late QAT (quant/qat.h) decides per step on the host whether to fake-quantize: eager steps too.
-  const bool graphs = dev == Device::CUDA && cfg.train.cuda_graph && comm == nullptr && !opt.exact_accumulation &&
-                      cfg.optim.grad_clip_norm <= 0 && !cfg.qat.enabled;
+  // first, so the captured work reads the same addresses every step. Host-side per-step work rules them
+  // out: data parallel collectives and exact accumulation. Grad-norm clipping runs on the device
+  // (Optimizer::apply); late QAT's per-step on/off decision picks the graph (see train_step).
+  const bool graphs = dev == Device::CUDA && cfg.train.cuda_graph && comm == nullptr && !opt.exact_accumulation;
   Tensor ids_all = graphs ? Tensor::empty(Shape{accum, step_shape[0], step_shape[1]}, DType::I32, dev) : Tensor();
   Tensor targets_all = graphs ? Tensor::empty(Shape{accum, step_shape[0], step_shape[1]}, DType::I32, dev) : Tensor();
   std::unique_ptr<Stream> train_stream;
@@ -220,8 +219,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   StepGraph step_graph(graphs ? train_stream->handle() : nullptr, graphs);
   if (dev == Device::CUDA)
     log.line(graphs ? std::string("cuda graphs: whole steps are captured and replayed")
-                    : std::string("cuda graphs: off (train.cuda_graph, data parallel, exact accumulation, grad clipping "
-                                  "or QAT)"));
+                    : std::string("cuda graphs: off (train.cuda_graph = false, data parallel or exact accumulation)"));
   Tensor loss_sum = Tensor::zeros(Shape{1}, DType::F32, dev);
   // Mean over the step's global tokens; ranks' contributions are then summed, so a sum is the global mean.
   const float grad_scale = 1.f / static_cast<float>(B * T * accum * world);
@@ -305,8 +303,9 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   qat.clipped_ste = cfg.qat.clipped_ste;
   quant::QatStash qat_stash;
 
-  // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read).
-  auto train_step = [&](int64_t step, double lr_mult) -> double {
+  // One optimizer step over `accum` micro-batches; returns the mean train loss (one host read). `fake_quant`: this
+  // step's forward reads fake-quantized block matrices (late QAT, quant::qat_active for the step's lr multiplier).
+  auto train_step = [&](int64_t step, double lr_mult, bool fake_quant) -> double {
     if (graphs && !prof::enabled()) {
       for (int64_t m = 0; m < accum; ++m) {
         data::Batch b = loader.next_batch(cfg.train.train_batch_tokens, T, rank, world, static_cast<int>(accum));
@@ -314,12 +313,15 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
         targets_all.slice(m, m + 1).view(ids.shape()).copy_from(Tensor::from_blob(b.y.data(), ids.shape(), DType::I32, Device::CPU));
       }
       optimizer.set_hyperparameters(step, lr_mult);  // device scalars the graph reads
-      step_graph.run(gpt.loop_passes_on(), [&] {  // one graph per layer schedule (§5.12)
+      // One graph per layer schedule (§5.12) and QAT state: fake quantization is work in the graph, not a value.
+      step_graph.run(2 * gpt.loop_passes_on() + (fake_quant ? 1 : 0), [&] {
         gpt.params().zero_grads();
         loss_sum.zero_();
+        if (fake_quant) quant::apply_fake_quant(gpt.params(), qat, qat_stash);
         for (int64_t m = 0; m < accum; ++m)
           gpt.forward_backward(ids_all.slice(m, m + 1).view(ids.shape()), targets_all.slice(m, m + 1).view(ids.shape()),
                                grad_scale, arena, loss_sum);
+        quant::finish_fake_quant(gpt.params(), qat, qat_stash);  // empties the host-side stash; replays skip that
         optimizer.apply();
         gpt.params().sync_compute();
       });
@@ -330,7 +332,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     if (opt.exact_accumulation) flat_acc.zero_();
     // The forward of this step's micro-batches reads fake-quantized block matrices (the STE: their
     // gradients land on the masters, which finish_fake_quant restores before the optimizer step).
-    if (quant::qat_active(qat, lr_mult)) quant::apply_fake_quant(gpt.params(), qat, qat_stash);
+    if (fake_quant) quant::apply_fake_quant(gpt.params(), qat, qat_stash);
     for (int64_t m = 0; m < accum; ++m) {
       {
         const prof::Scope timer("step:data");
@@ -387,7 +389,11 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
   // run the graph of step 0; a looped model then runs loop_warmup_steps with looping on (§5.12), so both
   // graphs are exercised before the clock starts. With progressive activation (model.loop_pass_fracs) every
   // intermediate pass count is a graph of its own: loop_warmup_steps run at each count the run will use.
+  // Late QAT's steps are a graph of their own too: with graphs on, two warm-up steps (the eager first call, then
+  // the capture) fake-quantize, at the last pass count above (late QAT starts in the warmdown, after looping).
   const int64_t loop_warmup = cfg.model.has_loop() ? cfg.train.loop_warmup_steps : 0;
+  const int64_t qat_warmup =
+      graphs && cfg.train.warmup_steps > 0 && qat.enabled && !quant::qat_active(qat, 1.0) ? 2 : 0;
   std::vector<int> loop_stages;  // extra-pass counts the run switches to (ascending)
   if (cfg.model.has_loop()) {
     for (double f : model::parse_loop_pass_fracs(cfg.model))
@@ -396,23 +402,26 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     if (loop_stages.empty()) loop_stages.push_back(cfg.model.loop_passes);
   }
   if (cfg.train.warmup_steps > 0 || loop_warmup > 0) {
+    const bool warm_qat = quant::qat_active(qat, 1.0);  // whole-run QAT fake-quantizes every step
     std::vector<Tensor> saved;
     for (auto& p : gpt.params().all()) saved.push_back(p.value.to(Device::CPU));
     auto t = Clock::now();
     gpt.set_training_fraction(0.0);
     int64_t ws = 0;
-    for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(ws++, 1.0);
+    for (int64_t s = 0; s < cfg.train.warmup_steps; ++s) train_step(ws++, 1.0, warm_qat);
     for (const int passes : loop_warmup > 0 ? loop_stages : std::vector<int>{}) {
       gpt.set_loop_passes(passes);
-      for (int64_t s = 0; s < loop_warmup; ++s) train_step(ws++, 1.0);
+      for (int64_t s = 0; s < loop_warmup; ++s) train_step(ws++, 1.0, warm_qat);
     }
+    const int64_t looped = ws - cfg.train.warmup_steps;
+    for (int64_t s = 0; s < qat_warmup; ++s) train_step(ws++, 1.0, true);
     for (size_t i = 0; i < saved.size(); ++i) gpt.params().all()[i].value.copy_from(saved[i]);
     gpt.params().sync_compute();
     optimizer.reset_state();
     loader.restore(loader_start);
     device_synchronize();
-    log.line(fmt::format("warm-up: {} steps + {} looped in {:.0f} ms, state restored", cfg.train.warmup_steps,
-                         ws - cfg.train.warmup_steps, ms_since(t)));
+    log.line(fmt::format("warm-up: {} steps + {} looped + {} with QAT in {:.0f} ms, state restored",
+                         cfg.train.warmup_steps, looped, qat_warmup, ms_since(t)));
   }
   averages.reset();  // the EMA starts at the initial weights (a resume overwrites it below)
 
@@ -517,7 +526,7 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     }
     optimizer.set_muon_wd_multiplier(muon_wd_multiplier(cfg.optim, training_progress(sched, st.step, elapsed)));
     auto step_t = Clock::now();
-    const double loss = train_step(st.step, lr_mult);  // reading the loss synchronises the device
+    const double loss = train_step(st.step, lr_mult, quant::qat_active(qat, lr_mult));  // reading the loss syncs
     averages.after_step(st.step + 1, lr_mult);         // EMA / SWA of the new weights (device work only)
     const double step_ms = ms_since(step_t);
     if (profiling) {
@@ -550,12 +559,16 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
     }
 
     const double tok_s = static_cast<double>(cfg.train.train_batch_tokens) / (step_ms / 1000.0);
+    const bool log_line = cfg.train.train_log_every > 0 && (st.step <= 10 || st.step % cfg.train.train_log_every == 0);
+    // The clip's grad norm stays on the device; read back for logged lines only (-1 without clipping).
+    const double grad_norm = log_line ? optimizer.grad_norm() : -1.0;
     nlohmann::json ev = {{"type", "train"}, {"step", st.step}, {"wallclock_s", st.elapsed_ms / 1000},
                          {"train_loss", loss}, {"lr_mult", lr_mult}, {"step_ms", step_ms}, {"tokens_per_s", tok_s}};
     if (dev == Device::CUDA) ev["gpu_mem_gib"] = static_cast<double>(cuda_bytes_in_use()) / (1 << 30);
+    if (grad_norm >= 0) ev["grad_norm"] = grad_norm;
     log.event(ev);
 
-    if (cfg.train.train_log_every > 0 && (st.step <= 10 || st.step % cfg.train.train_log_every == 0)) {
+    if (log_line) {
       const double int_ms = st.elapsed_ms - log_ms;
       const double rate = static_cast<double>((st.step - log_step) * cfg.train.train_batch_tokens) / (int_ms / 1000.0);
       const double avg_ms = st.elapsed_ms / static_cast<double>(st.step);
@@ -565,9 +578,10 @@ RunResult run_training(const Config& cfg_in, const RunOptions& opt) {
                                                           static_cast<double>(cuda_bytes_in_use()) / (1 << 30),
                                                           static_cast<double>(cuda_peak_bytes()) / (1 << 30))
                                             : std::string();
-      log.line(fmt::format("step:{}/{} train_loss:{:.4f} lr_mult:{:.4f} tok/s:{:.0f} step_ms:{:.1f} avg_ms:{:.1f} "
+      const std::string gn = grad_norm >= 0 ? fmt::format(" grad_norm:{:.4f}", grad_norm) : std::string();
+      log.line(fmt::format("step:{}/{} train_loss:{:.4f}{} lr_mult:{:.4f} tok/s:{:.0f} step_ms:{:.1f} avg_ms:{:.1f} "
                            "mfu:{:.1f}%{} train_time:{:.0f}ms eta:{}",
-                           st.step, iters, loss, lr_mult, rate, int_ms / static_cast<double>(st.step - log_step),
+                           st.step, iters, loss, gn, lr_mult, rate, int_ms / static_cast<double>(st.step - log_step),
                            avg_ms, 100.0 * rate * fpt / cfg.train.peak_flops, mem, st.elapsed_ms, fmt_eta(eta)));
       log_ms = st.elapsed_ms;
       log_step = st.step;

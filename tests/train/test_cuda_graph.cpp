@@ -1,6 +1,6 @@
-// A whole training step — zero grads, forward, backward, optimizer update, bf16 weight refresh — captured
-// once into a CUDA graph and replayed gives the same weights as running the same steps eagerly.
-// Skipped without a GPU.
+// A whole training step — zero grads, forward, backward, optimizer update (with grad-norm clipping or without),
+// bf16 weight refresh — captured once into a CUDA graph and replayed gives the same weights as running the same steps
+// eagerly. Skipped without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,10 +24,10 @@ struct Rig {
   Arena arena;
   Optimizer opt;
   Tensor ids, targets, loss_sum;
-  Rig(const model::ModelConfig& c, const Tensor& ids_h, const Tensor& tgt_h)
+  Rig(const model::ModelConfig& c, const Tensor& ids_h, const Tensor& tgt_h, const OptimSection& o)
       : model(c, Device::CUDA),
         arena(Device::CUDA, "graph-test"),
-        opt(model.params(), OptimSection{}, Device::CUDA, DType::BF16),
+        opt(model.params(), o, Device::CUDA, DType::BF16),
         ids(ids_h.to(Device::CUDA)),
         targets(tgt_h.to(Device::CUDA)),
         loss_sum(Tensor::zeros(Shape{1}, DType::F32, Device::CUDA)) {
@@ -48,9 +48,8 @@ struct Rig {
   }
 };
 
-TEST(CudaGraph, CapturedTrainingStepReplaysLikeEager) {
 #if PGOLF_CUDA
-  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+void expect_replay_matches_eager(const OptimSection& o) {
   model::ModelConfig c = model::testing::tiny_config();
   c.act_dtype = DType::BF16;
   const Tensor ids = model::testing::random_ids(2, 64, c.vocab_size, 3);
@@ -59,7 +58,7 @@ TEST(CudaGraph, CapturedTrainingStepReplaysLikeEager) {
 
   Stream stream;
   StreamGuard guard(stream.handle());
-  Rig eager(c, ids, tgt), graphed(c, ids, tgt);
+  Rig eager(c, ids, tgt, o), graphed(c, ids, tgt, o);
   // Step 0 eagerly on both: warms the cuBLASLt algorithm cache and the attention scratch, which
   // allocate on first use and must not do so inside a capture.
   for (Rig* r : {&eager, &graphed}) {
@@ -99,6 +98,30 @@ TEST(CudaGraph, CapturedTrainingStepReplaysLikeEager) {
     }
     EXPECT_LT(err / scale, 2e-3) << eager.model.params().all()[i].spec.name;
   }
+  if (o.grad_clip_norm > 0) {
+    // The last replay's norm (device work of the graph) is the eager run's last norm, and it did clip.
+    EXPECT_NEAR(graphed.opt.grad_norm(), eager.opt.grad_norm(), 2e-3 * eager.opt.grad_norm());
+    EXPECT_GT(graphed.opt.grad_norm(), o.grad_clip_norm);
+  }
+}
+#endif
+
+TEST(CudaGraph, CapturedTrainingStepReplaysLikeEager) {
+#if PGOLF_CUDA
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  expect_replay_matches_eager(OptimSection{});
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
+// The clip's norm and scale are device work inside the graph (no host read): replays clip like eager steps.
+TEST(CudaGraph, CapturedStepWithGradClipReplaysLikeEager) {
+#if PGOLF_CUDA
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  OptimSection o;
+  o.grad_clip_norm = 1e-3;  // below the tiny model's grad norm: every step clips
+  expect_replay_matches_eager(o);
 #else
   GTEST_SKIP() << "built without CUDA";
 #endif

@@ -2,10 +2,13 @@
 // hand computation, and global grad-norm clipping (§6.5), on the CPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 
 #include "model/params.h"
+#include "ops/reduce.h"
 #include "train/adam.h"
 #include "train/config.h"
 #include "train/optimizer.h"
@@ -136,7 +139,8 @@ TEST(TrainGradClip, ScalesEveryGradientByClipOverGlobalNorm) {
   o.grad_clip_norm = 0.3;
   Optimizer opt(tb.t, o, Device::CPU, DType::F32);
   const auto g_w = tb.t.get("w").grad.to_float_vector(), g_s = tb.t.get("s").grad.to_float_vector();
-  const double returned = opt.step(0, 1.0);
+  opt.step(0, 1.0);
+  const double returned = opt.grad_norm();
   EXPECT_NEAR(returned, norm, 1e-4 * norm);
   const double c = 0.3 / (norm + 1e-6);
   auto buf = opt.muon().momentum_buffers()[0].to_float_vector();
@@ -153,11 +157,70 @@ TEST(TrainGradClip, SmallNormsAndOffLeaveGradientsAlone) {
     o.grad_clip_norm = clip;
     Optimizer opt(tb.t, o, Device::CPU, DType::F32);
     const auto g_w = tb.t.get("w").grad.to_float_vector();
-    const double returned = opt.step(0, 1.0);
+    opt.step(0, 1.0);
+    const double returned = opt.grad_norm();
     if (clip == 0.0) {
       EXPECT_EQ(returned, -1.0);  // not computed when off
     }
     auto buf = opt.muon().momentum_buffers()[0].to_float_vector();
     for (size_t i = 0; i < buf.size(); ++i) EXPECT_FLOAT_EQ(buf[i], g_w[i]) << "clip " << clip;
   }
+}
+
+// The clip scale is computed on the device (ops::clip_grad_scale, so a CUDA graph can replay it); it must be the
+// host clip the trainer used before, bit for bit: per-tensor f32 sums of squares added in table order in double,
+// scale = f32(min(1, clip / (norm + 1e-6))), g' = g * scale. The reference below is that host computation, applied
+// by pre-scaling the gradients of an unclipped twin (its kernels multiply by 1, which is exact). The table puts the
+// parameter groups out of order, so the Muon-first layout of the norm parts differs from the table order.
+TEST(TrainGradClip, DeviceScaleIsTheHostClipBitForBit) {
+  auto make = [] {
+    auto t = std::make_unique<model::ParamTable>();
+    t->add(model::ParamSpec{"s", Shape{6}, model::OptGroup::AdamScalar, 1.f});
+    t->add(model::ParamSpec{"w1", Shape{4, 6}, model::OptGroup::Muon, 1.f});
+    t->add(model::ParamSpec{"tok_emb.weight", Shape{8, 6}, model::OptGroup::AdamEmbed, 1.f});
+    t->add(model::ParamSpec{"w2", Shape{6, 5}, model::OptGroup::Muon, 1.f});
+    t->allocate(Device::CPU, DType::F32);
+    uint32_t seed = 1;
+    for (auto& p : t->all()) p.value.copy_from(Tensor::from_vector(gaussian(p.value.numel(), seed++), p.value.shape()));
+    return t;
+  };
+  auto clipped_t = make(), ref_t = make();
+  OptimSection o = groups_cfg();
+  o.muon_momentum_warmup_steps = 3;
+  o.grad_clip_norm = 0.3;
+  Optimizer clipped(*clipped_t, o, Device::CPU, DType::F32);
+  o.grad_clip_norm = 0;
+  Optimizer ref(*ref_t, o, Device::CPU, DType::F32);
+  Tensor part = Tensor::zeros(Shape{1}, DType::F32);
+  int clipped_steps = 0;
+  // Gradient scales around the clip: most steps clip, the small ones do not.
+  const std::vector<float> grad_scales = {3.f, 0.01f, 0.5f, 0.002f, 8.f};
+  for (size_t s = 0; s < grad_scales.size(); ++s) {
+    uint32_t seed = 100 + static_cast<uint32_t>(10 * s);
+    for (auto* t : {clipped_t.get(), ref_t.get()}) {
+      uint32_t k = seed;
+      for (auto& p : t->all())
+        p.grad.copy_from(Tensor::from_vector(gaussian(p.grad.numel(), k++, grad_scales[s]), p.grad.shape()));
+    }
+    double sq = 0;
+    for (auto& p : ref_t->all()) {
+      ops::sum_squares(p.grad, part);
+      sq += static_cast<double>(part.to_float_vector()[0]);
+    }
+    const double norm = std::sqrt(sq);
+    const auto scale = static_cast<float>(std::min(1.0, 0.3 / (norm + 1e-6)));
+    clipped_steps += scale < 1.f ? 1 : 0;
+    for (auto& p : ref_t->all()) {
+      auto g = p.grad.to_float_vector();
+      for (float& x : g) x *= scale;
+      p.grad.copy_from(Tensor::from_vector(g, p.grad.shape()));
+    }
+    clipped.step(static_cast<int64_t>(s), 0.7);
+    ref.step(static_cast<int64_t>(s), 0.7);
+    EXPECT_EQ(clipped.grad_norm(), static_cast<double>(static_cast<float>(norm))) << "step " << s;
+    for (size_t i = 0; i < ref_t->all().size(); ++i)
+      EXPECT_EQ(clipped_t->all()[i].value.to_float_vector(), ref_t->all()[i].value.to_float_vector())
+          << ref_t->all()[i].spec.name << " after step " << s;
+  }
+  EXPECT_EQ(clipped_steps, 3) << "the scales must include clipped and unclipped steps";
 }

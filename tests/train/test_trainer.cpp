@@ -288,3 +288,76 @@ TEST(Trainer, CudaGraphStepsMatchEagerSteps) {
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(all.find("cuda graphs: whole steps are captured"), std::string::npos);
 }
+
+namespace {
+
+// The "grad_norm" of every train event in a run's metrics.jsonl (logged on train_log_every steps with clipping).
+std::vector<double> logged_grad_norms(const std::string& run_dir) {
+  std::vector<double> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto e = nlohmann::json::parse(line);
+    if (e.value("type", "") == "train" && e.contains("grad_norm")) out.push_back(e["grad_norm"].get<double>());
+  }
+  return out;
+}
+
+double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double d = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::fabs(a[i] - b[i]) / std::fabs(a[i]));
+  return d;
+}
+
+}  // namespace
+
+// Grad-norm clipping and late QAT inside whole-step CUDA graphs (GPU only): the clip's norm and scale are device
+// work of the captured step, and the QAT steps replay a graph of their own, captured in the warm-up. The graphed run
+// matches the eager one to float-atomic noise, and each feature visibly acts in it: dropping the clip or QAT moves
+// the graphed losses far more than that noise (so a graph that left either out would fail).
+TEST(Trainer, CudaGraphStepsMatchEagerWithClipAndLateQat) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  TinyRun t("graphclipqat");
+  t.cfg.train.device = "cuda";
+  t.cfg.train.iterations = 10;
+  t.cfg.train.warmdown_iters = 5;  // step schedule: lr multiplier 0.8, 0.6, 0.4, 0.2 on the last 4 steps
+  t.cfg.train.train_log_every = 1;
+  t.cfg.train.int8_roundtrip = false;
+  t.cfg.optim.grad_clip_norm = 0.05;
+  t.cfg.qat.enabled = true;
+  t.cfg.qat.lr_threshold = 0.9;  // QAT on the last 4 steps
+  t.cfg.qat.bits = 4;
+  std::vector<double> eager, graphed, no_qat, no_clip;
+  Config c = t.cfg;
+  c.train.cuda_graph = false;
+  run_training(c, t.opts("eager", &eager));
+  c.train.cuda_graph = true;
+  run_training(c, t.opts("graphed", &graphed));
+  Config off = c;
+  off.qat.enabled = false;
+  run_training(off, t.opts("noqat", &no_qat));
+  off = c;
+  off.optim.grad_clip_norm = 0;
+  run_training(off, t.opts("noclip", &no_clip));
+
+  ASSERT_EQ(eager.size(), 10u);
+  ASSERT_EQ(graphed.size(), eager.size());
+  for (size_t i = 0; i < eager.size(); ++i)
+    EXPECT_NEAR(eager[i], graphed[i], 2e-3 * std::fabs(eager[i])) << "step " << i + 1;  // float atomics differ
+  const std::vector<double> norms_eager = logged_grad_norms(t.dir + "/eager"),
+                            norms_graphed = logged_grad_norms(t.dir + "/graphed");
+  ASSERT_EQ(norms_eager.size(), eager.size());
+  ASSERT_EQ(norms_graphed.size(), eager.size());
+  for (size_t i = 0; i < eager.size(); ++i) {
+    EXPECT_NEAR(norms_eager[i], norms_graphed[i], 2e-3 * norms_eager[i]) << "grad norm, step " << i + 1;
+    EXPECT_GT(norms_graphed[i], t.cfg.optim.grad_clip_norm) << "the clip must act at step " << i + 1;
+  }
+  const double noise = max_rel_diff(eager, graphed);
+  std::printf("graph vs eager %.3g, without QAT %.3g, without clip %.3g (max relative loss differences)\n", noise,
+              max_rel_diff(graphed, no_qat), max_rel_diff(graphed, no_clip));
+  EXPECT_GT(max_rel_diff(graphed, no_qat), 10 * noise) << "QAT does not act in the graphed run";
+  EXPECT_GT(max_rel_diff(graphed, no_clip), 10 * noise) << "the clip does not act in the graphed run";
+  const std::string log = data::read_file(t.dir + "/graphed/train.log");
+  EXPECT_NE(log.find("cuda graphs: whole steps are captured"), std::string::npos) << log;
+  EXPECT_NE(log.find("warm-up: 2 steps + 0 looped + 2 with QAT"), std::string::npos) << log;
+  EXPECT_NE(log.find("grad_norm:"), std::string::npos) << log;
+}
