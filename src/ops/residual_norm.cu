@@ -129,7 +129,7 @@ __device__ __forceinline__ void scaled8(DevPtr out, bool acc, const float* __res
 // Folds the block's per-lane channel partials (acc[k][j] of channel 8 lane + 256 k + j, one set per
 // warp) through shared memory `part` (kWarps * C floats) and adds one atomic per channel to `out`.
 template <int CH>
-__device__ void fold_channels(float acc[CH][8], float* part, float* out, int C) {
+__device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, float* out, int C) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int k = 0; k < CH; ++k) {
