@@ -3,6 +3,7 @@
 // written once; the backward comes from the tape. Contract used by the trainer, evaluator and
 // quantizer (the model helper owns the implementation and may extend this header compatibly).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -71,6 +72,10 @@ struct ModelConfig {
   bool unet = true;                  // §4.2 U-Net skips (false: a plain stack, as seed #1672)
   float norm_eps = 1.1920929e-07f;   // torch.finfo(float32).eps, F.rms_norm's default for fp32
   DType act_dtype = DType::F32;      // activations between ops: F32 on CPU, BF16 on GPU
+  // Implementation switch, not architecture: the sequential block's residual updates run fused with the
+  // norms that read them (Tape::mix_rmsnorm / add_rmsnorm, ops/residual_norm.h). Same function (float
+  // rounding only); false keeps the separate ops (the reference the fused path is tested against).
+  bool fuse_residual_norm = true;
   int head_dim() const { return model_dim / num_heads; }
   int mlp_hidden() const { return static_cast<int>(mlp_mult * model_dim + 0.5f); }
   bool has_loop() const { return loop_passes > 0 && loop_start >= 0; }
@@ -199,6 +204,9 @@ class GPT {
   void apply_skip_gate_grads(const std::vector<SkipGateMix>& mixes, Arena& arena);
   // The scale 1/sqrt(l+1) of physical layer l applied to a normed block input (identity when off).
   Var ln_scaled(Tape& tp, const Var& n, int layer);
+  // That scale as a number (1 when off): the gain the fused residual norms fold in.
+  float ln_gain(int layer) const { return cfg_.ln_scale ? ln_scale_value(layer) : 1.f; }
+  static float ln_scale_value(int layer) { return 1.f / std::sqrt(static_cast<float>(layer + 1)); }
   Param& p(size_t index) {
     if (track_uses_) note_use(index);
     return params_.all()[index];
@@ -213,6 +221,9 @@ class GPT {
   // gates receives the skip-gate mixes whose gradients backward() must fold in.
   Var forward(Tape& tp, const Tensor& ids, std::vector<SkipGateMix>* gates);
   Var block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int64_t T);
+  // block() through the fused residual norms (cfg.fuse_residual_norm); gptj: the GPT-J form of the layer.
+  Var fused_block(Tape& tp, int layer, const BlockParams& bp, Param& mix, bool gptj, const Var& x, const Var& x0,
+                  int64_t B, int64_t T);
   // §5.12 per-pass loop embeddings: x + e_pass (identity when cfg.loop_embeddings is off or `layer` is not the
   // loop's first layer); *pass counts the visits of the loop's first layer in this forward.
   Var loop_embed(Tape& tp, const Var& x, int layer, int* pass);

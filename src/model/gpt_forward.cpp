@@ -143,8 +143,10 @@ Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int6
   mark_block(tp, layer);
   const BlockParams& bp = blocks_[static_cast<size_t>(layer)];
   Param& mix = p(bp.resid_mix);
+  const bool gptj = cfg_.parallel_residual == "gptj" && layer >= cfg_.parallel_start;
+  if (cfg_.fuse_residual_norm) return fused_block(tp, layer, bp, mix, gptj, x, x0, B, T);
   Var x_in = tp.mix_channel(chan_row(mix, 0), x, chan_row(mix, 1), x0);  // (B*T, d)
-  if (cfg_.parallel_residual == "gptj" && layer >= cfg_.parallel_start) {
+  if (gptj) {
     // GPT-J form (§5.13): both sublayers read the same normed input.
     const Var n = ln_scaled(tp, tp.rmsnorm(x_in), layer);
     Var x1 = tp.add_mul_channel(x_in, chan(p(bp.attn_scale)), attention(tp, bp, n, B, T));
@@ -160,6 +162,27 @@ Var GPT::block(Tape& tp, int layer, const Var& x, const Var& x0, int64_t B, int6
   tp.release(x_in);
   Var out = tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, ln_scaled(tp, tp.rmsnorm(x1), layer)));
   tp.release(x1);
+  return out;
+}
+
+Var GPT::fused_block(Tape& tp, int layer, const BlockParams& bp, Param& mix, bool gptj, const Var& x, const Var& x0,
+                     int64_t B, int64_t T) {
+  // block() with each residual update fused with the norm that reads it (Tape::mix_rmsnorm /
+  // add_rmsnorm: one pass over the f32 stream instead of two or three); the LN scale (§5.6) is the
+  // norms' gain. The last update of the block has no norm after it inside the block.
+  const float g = ln_gain(layer);
+  const Tape::Normed in = tp.mix_rmsnorm(chan_row(mix, 0), x, chan_row(mix, 1), x0, g);
+  if (gptj) {  // GPT-J form (§5.13): both sublayers read in.n; only the entry has a norm to fuse
+    Var x1 = tp.add_mul_channel(in.y, chan(p(bp.attn_scale)), attention(tp, bp, in.n, B, T));
+    tp.release(in.y);
+    Var out = tp.add_mul_channel(x1, chan(p(bp.mlp_scale)), mlp(tp, bp, in.n));
+    tp.release(x1);
+    return out;
+  }
+  const Tape::Normed mid = tp.add_rmsnorm(in.y, chan(p(bp.attn_scale)), attention(tp, bp, in.n, B, T), g);
+  tp.release(in.y);
+  Var out = tp.add_mul_channel(mid.y, chan(p(bp.mlp_scale)), mlp(tp, bp, mid.n));
+  tp.release(mid.y);
   return out;
 }
 

@@ -104,6 +104,17 @@ class Tape {
   Var add_mul_channel(const Var& x, const ChanParam& s, const Var& f);
   // out = s0 * x0 + s1 * x1; out is f32.
   Var mix_channel(const ChanParam& s0, const Var& x0, const ChanParam& s1, const Var& x1);
+  // --- The residual update fused with the norm that reads it (tape_resnorm.cpp, ops/residual_norm.h) ---
+  // y = x + s * f (f32, as add_mul_channel) and n = g * rmsnorm(y) (activation dtype) in one pass; the
+  // backward reads n and its rstd, not y (release y once the forward is past it). g: a constant gain
+  // (the §5.6 LN scale), non-zero; 1 = a plain norm. Equals add_mul_channel, rmsnorm, and mul_head by g.
+  struct Normed {
+    Var y;  // the residual stream value
+    Var n;  // its norm, the sublayer input
+  };
+  Normed add_rmsnorm(const Var& x, const ChanParam& s, const Var& f, float g);
+  // y = a * x + b * x0 (f32, as mix_channel) and n = g * rmsnorm(y) likewise.
+  Normed mix_rmsnorm(const ChanParam& a, const Var& x, const ChanParam& b, const Var& x0, float g);
   // --- Record-stack ops (tape_extra.cpp; TECHNIQUES.md §5) ---
   // XSA (§5.7): y (B, T, Hq, D) attention output, v (B, T, Hkv, D) its values -> (B, T, Hq, D).
   Var xsa(const Var& y, const Var& v);

@@ -196,6 +196,7 @@ std::vector<CaseMaker> all_cases(uint64_t seed) {
   add_fused_cases(out, seed + 3);
   add_record_cases(out, seed + 4);
   add_gdn_cases(out, seed + 5);
+  add_residual_norm_cases(out, seed + 6);
   return out;
 }
 

@@ -56,6 +56,7 @@ void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed);        // opti
 void add_fused_cases(std::vector<CaseMaker>& out, uint64_t seed);        // qk_prep (fused norm/rope/gain)
 void add_record_cases(std::vector<CaseMaker>& out, uint64_t seed);       // xsa, smear gates, scalar mix, doc starts
 void add_gdn_cases(std::vector<CaseMaker>& out, uint64_t seed);          // GatedDeltaNet chunked/recurrent, short conv
+void add_residual_norm_cases(std::vector<CaseMaker>& out, uint64_t seed);  // fused residual update + RMSNorm
 
 // Runs one case on CPU and GPU and compares; never throws (failures become FAIL results).
 std::vector<Result> run_case(const Case& c, bool time_gpu);
