@@ -7,12 +7,17 @@
 //   backward: warps walk rows with a grid stride; pass 1 reads n, dn for the row's dot product,
 //             pass 2 re-reads them (L1) with dy, f | x, x0 and writes dy (add form) and df | dx, dx0.
 //             The channel sums ds | da, db stay in per-lane registers across rows and meet once per
-//             block in shared memory, then one atomicAdd per channel and block (order-dependent
-//             fp32 sums, as ops/channel_grad.cu).
+//             block in shared memory; each block writes its partial row to a fixed scratch and a
+//             second kernel adds the blocks' partials in block order, so the sums (and with them
+//             training under Adam, which amplifies tiny differences of near-zero gradients) are
+//             bit-reproducible: eager steps and CUDA-graph replays give the same bits.
 // General path (any C, misaligned views): a scalar warp-per-row kernel, and for the backward a row
 // kernel that leaves y's total gradient in dy followed by channel_scale_backward (channel_grad.cu).
 #include <algorithm>
+#include <array>
+#include <mutex>
 
+#include "core/memory.h"
 #include "ops/channel_grad.h"
 #include "ops/cuda_common.cuh"
 #include "ops/residual_norm.h"
@@ -99,6 +104,7 @@ struct BwdArgs {
   const float* rstd;
   const float *s1, *s2;
   float *sum1, *sum2;
+  float *partials1, *partials2;  // fast path: per-block channel partials (gridDim.x, C), then summed in order
   bool has_dn, has_d1, has_d2, acc1, acc2;
   int64_t N;
   int C;
@@ -127,9 +133,9 @@ __device__ __forceinline__ void scaled8(DevPtr out, bool acc, const float* __res
 }
 
 // Folds the block's per-lane channel partials (acc[k][j] of channel 8 lane + 256 k + j, one set per
-// warp) through shared memory `part` (kWarps * C floats) and adds one atomic per channel to `out`.
+// warp) through shared memory `part` (kWarps * C floats) into the block's row of `partials` (gridDim.x, C).
 template <int CH>
-__device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, float* out, int C) {
+__device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, float* partials, int C) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int k = 0; k < CH; ++k) {
@@ -143,9 +149,18 @@ __device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, flo
     float s = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) s += part[w * C + c];
-    atomicAdd(out + c, s);
+    partials[static_cast<int64_t>(blockIdx.x) * C + c] = s;
   }
   __syncthreads();  // `part` is reused by the next fold
+}
+
+// out[c] += sum over blocks b = 0, 1, ... of partials[b, c], always in that order.
+__global__ void sum_partials_kernel(const float* __restrict__ partials, int blocks, int C, float* __restrict__ out) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float s = 0.f;
+  for (int b = 0; b < blocks; ++b) s += partials[static_cast<int64_t>(b) * C + c];
+  out[c] += s;
 }
 
 template <int CH, bool kMix>
@@ -193,8 +208,8 @@ __global__ void __launch_bounds__(kThreads) bwd_vec_kernel(BwdArgs p) {
       if (kMix && p.has_d2) scaled8(p.d2, p.acc2, p.s2, c, i, d);
     }
   }
-  fold_channels<CH>(acc1, part, p.sum1, p.C);
-  if (kMix) fold_channels<CH>(acc2, part, p.sum2, p.C);
+  fold_channels<CH>(acc1, part, p.partials1, p.C);
+  if (kMix) fold_channels<CH>(acc2, part, p.partials2, p.C);
 }
 
 // General path, step 1: dy += r g dn - kk n per row (dy then holds y's total gradient).
@@ -240,21 +255,48 @@ void launch_fwd(const char* op, DevPtr x, DevPtr o, const float* sa, const float
   PG_CUDA_LAUNCH_CHECK(op);
 }
 
+constexpr unsigned kMaxBwdBlocks = 132u * 4u;
+constexpr int kMaxDevices = 16;
+
+// Per-device scratch for the backward's per-block channel partials: two sets of (kMaxBwdBlocks, kMaxC)
+// floats (4.3 MB), allocated at the first call (an eager step, before any capture) and never regrown,
+// so a captured step allocates nothing. One stream uses it at a time (the training stream).
+float* partials_scratch() {
+  static std::mutex mu;
+  static std::array<float*, kMaxDevices> bufs{};
+  int dev = 0;
+  PG_CUDA_CHECK(cudaGetDevice(&dev), "querying the device for the residual-norm scratch");
+  PG_CHECK(dev >= 0 && dev < kMaxDevices, "residual_norm: device {} out of range", dev);
+  std::lock_guard<std::mutex> lock(mu);
+  float*& b = bufs[static_cast<size_t>(dev)];
+  if (!b)
+    b = static_cast<float*>(mem_alloc(sizeof(float) * 2 * kMaxBwdBlocks * kMaxC, Device::CUDA,
+                                      "residual-norm backward channel partials"));
+  return b;
+}
+
 // The fast backward; false when the shapes or alignment need the general path.
 template <bool kMix>
 bool launch_bwd_vec(const char* op, const BwdArgs& p) {
   if (!vec_ok(p.C, {p.n, p.dn, p.dy, p.o1, p.o2, p.d1, p.d2})) return false;
   if (p.N == 0) return true;
   // Enough blocks to fill an H100/H200 (132 SMs) a few times over; each warp then walks several rows,
-  // so the per-block channel fold and its atomics are amortised.
-  const unsigned grid = std::min<unsigned>(row_grid(p.N), 132u * 4u);
+  // so the per-block channel fold is amortised.
+  const unsigned grid = std::min<unsigned>(row_grid(p.N), kMaxBwdBlocks);
   const size_t smem = sizeof(float) * kWarps * static_cast<size_t>(p.C);
+  BwdArgs q = p;
+  q.partials1 = partials_scratch();
+  q.partials2 = q.partials1 + static_cast<int64_t>(kMaxBwdBlocks) * kMaxC;
   switch ((p.C + 255) / 256) {
-    case 1: bwd_vec_kernel<1, kMix><<<grid, kThreads, smem, stream()>>>(p); break;
-    case 2: bwd_vec_kernel<2, kMix><<<grid, kThreads, smem, stream()>>>(p); break;
-    case 3: bwd_vec_kernel<3, kMix><<<grid, kThreads, smem, stream()>>>(p); break;
-    default: bwd_vec_kernel<4, kMix><<<grid, kThreads, smem, stream()>>>(p); break;
+    case 1: bwd_vec_kernel<1, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
+    case 2: bwd_vec_kernel<2, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
+    case 3: bwd_vec_kernel<3, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
+    default: bwd_vec_kernel<4, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
   }
+  PG_CUDA_LAUNCH_CHECK(op);
+  const unsigned cgrid = static_cast<unsigned>((p.C + 255) / 256);
+  sum_partials_kernel<<<cgrid, 256, 0, stream()>>>(q.partials1, static_cast<int>(grid), static_cast<int>(p.C), p.sum1);
+  if (kMix) sum_partials_kernel<<<cgrid, 256, 0, stream()>>>(q.partials2, static_cast<int>(grid), static_cast<int>(p.C), p.sum2);
   PG_CUDA_LAUNCH_CHECK(op);
   return true;
 }
