@@ -94,17 +94,10 @@ std::vector<Row> bench_attention(const Options& o, const AttnShape& s) {
                     fwd_flop / kms / 1e9, anchor ? 388.0 : 0.0, ""});
   }
   fwd();
-  // The backward once per flash kernel (ops::AttnBwdKernel), then fwd+bwd with the process default.
-  const ops::AttnBwdKernel chosen = ops::attention_bwd_kernel();
-  for (ops::AttnBwdKernel kern : {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::V2, ops::AttnBwdKernel::V2W4}) {
-    ops::set_attention_bwd_kernel(kern);
-    ms = median_ms(o, bwd);
-    rows.push_back({fmt::format("attention bwd {} {}", ops::attention_bwd_kernel_name(kern), shape), ms,
-                    2.5 * fwd_flop / ms / 1e9, 0.0, kern == chosen ? "default" : ""});
-  }
-  ops::set_attention_bwd_kernel(chosen);
+  ms = median_ms(o, bwd);
+  rows.push_back({"attention bwd " + shape, ms, 2.5 * fwd_flop / ms / 1e9, 0.0, ""});
   ms = median_ms(o, [&] { fwd(), bwd(); });
-  rows.push_back({fmt::format("attention fwd+bwd({}) {}", ops::attention_bwd_kernel_name(chosen), shape), ms, 3.5 * fwd_flop / ms / 1e9, anchor ? 319.0 : 0.0, "target 350"});
+  rows.push_back({"attention fwd+bwd " + shape, ms, 3.5 * fwd_flop / ms / 1e9, anchor ? 319.0 : 0.0, "target 350"});
   return rows;
 }
 
@@ -138,22 +131,13 @@ bool check_attention(const AttnShape& s, int window, bool docs, DType dt) {
   };
   compare("out", g.out, c.out);
   compare("lse", g.lse, c.lse);
-  // Every flash backward kernel where the flash path applies (bf16, head_dim 64), else the one plain path.
-  const ops::AttnBwdKernel chosen = ops::attention_bwd_kernel();
-  const bool flash = dt == DType::BF16 && s.D == 64;
-  for (ops::AttnBwdKernel kern : {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::V2, ops::AttnBwdKernel::V2W4}) {
-    if (!flash && kern != chosen) continue;
-    ops::set_attention_bwd_kernel(kern);
-    for (Tensor* t : {&g.dq, &g.dk, &g.dv})  // NaN first, so an element a kernel misses fails
-      *t = ops::selftest::Inputs::poison(t->shape(), dt).to(Device::CUDA);
-    ops::attention_backward(g.q, g.k, g.v, g.doc, g.out, g.lse, g.dout, g.dq, g.dk, g.dv, p);
-    device_synchronize();
-    const std::string k = flash ? std::string(" ") + ops::attention_bwd_kernel_name(kern) : "";
-    compare(("dq" + k).c_str(), g.dq, c.dq);
-    compare(("dk" + k).c_str(), g.dk, c.dk);
-    compare(("dv" + k).c_str(), g.dv, c.dv);
-  }
-  ops::set_attention_bwd_kernel(chosen);
+  for (Tensor* t : {&g.dq, &g.dk, &g.dv})  // NaN first, so an element the kernel misses fails
+    *t = ops::selftest::Inputs::poison(t->shape(), dt).to(Device::CUDA);
+  ops::attention_backward(g.q, g.k, g.v, g.doc, g.out, g.lse, g.dout, g.dq, g.dk, g.dv, p);
+  device_synchronize();
+  compare("dq", g.dq, c.dq);
+  compare("dk", g.dk, c.dk);
+  compare("dv", g.dv, c.dv);
   if (dt == DType::BF16 && s.D == 64) {  // the flash forward again with each kernel forced
     for (ops::AttnFwdKernel kern : kFwdKernels) {
       ops::fill(g.out, NAN), ops::fill(g.lse, NAN);  // every element must be written again

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -219,33 +217,6 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                                  static_cast<T*>(dk.data()), static_cast<T*>(dv.data()),
                                  cpu::AttnDims{d.B, d.T, d.Hq, d.Hkv, d.D}, p);
   });
-}
-
-namespace {
-AttnBwdKernel bwd_kernel_from_env() {
-  const char* env = std::getenv("PGOLF_ATTN_BWD");
-  if (!env || !*env) return AttnBwdKernel::V1;  // until v2 has passed GPU parity and been timed
-  const std::string v(env);
-  if (v == "v1") return AttnBwdKernel::V1;
-  if (v == "v2") return AttnBwdKernel::V2;
-  if (v == "v2w4") return AttnBwdKernel::V2W4;
-  PG_FAIL("PGOLF_ATTN_BWD={}: expected v1, v2 or v2w4", v);
-}
-std::atomic<AttnBwdKernel>& bwd_kernel_setting() {
-  static std::atomic<AttnBwdKernel> k{bwd_kernel_from_env()};
-  return k;
-}
-}  // namespace
-
-AttnBwdKernel attention_bwd_kernel() { return bwd_kernel_setting().load(std::memory_order_relaxed); }
-void set_attention_bwd_kernel(AttnBwdKernel k) { bwd_kernel_setting().store(k, std::memory_order_relaxed); }
-const char* attention_bwd_kernel_name(AttnBwdKernel k) {
-  switch (k) {
-    case AttnBwdKernel::V1: return "v1";
-    case AttnBwdKernel::V2: return "v2";
-    case AttnBwdKernel::V2W4: return "v2w4";
-  }
-  return "?";
 }
 
 namespace {

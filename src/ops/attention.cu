@@ -1,8 +1,7 @@
 // GPU attention: dispatch to the tensor-core flash kernels (bf16, head_dim 64) or the plain fallback
 // (f32 tensors, any head_dim up to 256). Kernels: forward attention_fwd.cuh (mma.sync) and attention_fwd_wgmma.cuh
-// (Hopper wgmma, the default on compute capability 9.0); backward attention_bwd.cuh (v1) and attention_bwd2.cuh
-// (v2; attention_bwd_kernel() picks); attention_simple.cuh; fragment layouts and masking helpers:
-// attention_mma.cuh, wgmma.cuh.
+// (Hopper wgmma, the default on compute capability 9.0); backward attention_bwd.cuh; attention_simple.cuh;
+// fragment layouts and masking helpers: attention_mma.cuh, wgmma.cuh.
 //
 // Scratch: the flash backward needs fp32 dQ accumulators (B*T*Hq*64 floats, 200 MiB at B=48, T=2048,
 // Hq=8) and the row sums Dsum (B*Hq*T floats). They come from one device buffer per GPU that grows on
@@ -19,7 +18,6 @@
 #include "core/stream.h"
 #include "ops/attention.h"
 #include "ops/attention_bwd.cuh"
-#include "ops/attention_bwd2.cuh"
 #include "ops/attention_fwd.cuh"
 #include "ops/attention_fwd_wgmma.cuh"
 #include "ops/attention_simple.cuh"
@@ -126,21 +124,11 @@ void simple_backward(const Dims& d, const Tensor& q, const Tensor& k, const Tens
   PG_CUDA_LAUNCH_CHECK("attention_backward (simple dk/dv kernel)");
 }
 
-// Dynamic shared memory above 48 KiB needs an explicit opt-in per kernel; callers keep a static flag each
-// (the kernels share one function type, so the flag cannot live in a template on that type).
+// Dynamic shared memory above 48 KiB needs an explicit opt-in per kernel (once per process).
 bool opt_in_smem(void (*kernel)(attn::BwdArgs), int bytes) {
   PG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
                 "attention backward: shared memory opt-in");
   return true;
-}
-
-template <int NW>
-void launch_bwd2(const attn::BwdArgs& a, const Dims& d) {
-  constexpr int kKeys = 16 * NW, kSmem = attn::bwd2_smem_bytes<NW>();
-  static const bool opted_in = opt_in_smem(attn::flash_bwd2_kernel<NW>, kSmem);  // once per NW
-  (void)opted_in;
-  dim3 grid((d.T + kKeys - 1) / kKeys, d.Hkv, d.B);
-  attn::flash_bwd2_kernel<NW><<<grid, 32 * NW, kSmem, stream()>>>(a);
 }
 
 // The wgmma kernels exist only as sm_90a machine code (their compute_90 PTX is a trap), so they run on
@@ -263,17 +251,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   PG_CUDA_CHECK(cudaMemsetAsync(a.dq_acc, 0, dq_bytes, stream()), "zeroing the attention dQ accumulators");
   attn::flash_bwd_prep_kernel<<<blocks_for_rows(static_cast<int64_t>(rows), 8), 256, 0, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash prep kernel)");
-  switch (attention_bwd_kernel()) {
-    case AttnBwdKernel::V1: {
-      dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
-      static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);
-      (void)opted_in;
-      attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
-      break;
-    }
-    case AttnBwdKernel::V2: launch_bwd2<8>(a, d); break;
-    case AttnBwdKernel::V2W4: launch_bwd2<4>(a, d); break;
-  }
+  dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
+  static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);
+  (void)opted_in;
+  attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash kernel)");
   const int64_t n4 = static_cast<int64_t>(rows) * attn::kTile / 4;
   const unsigned conv_blocks = static_cast<unsigned>(std::min<int64_t>((n4 + 255) / 256, 132 * 16));

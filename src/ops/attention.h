@@ -24,15 +24,6 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv, const AttnParams& p);
 
-// Which flash backward kernel the CUDA path runs for bf16, head_dim 64 (attention_bwd.cuh, attention_bwd2.cuh):
-// V1 = 64 keys x 4 warps per block (the first kernel), V2 = 128 keys x 8 warps, V2W4 = the v2 kernel at
-// 64 keys x 4 warps. Process-wide; starts from the environment variable PGOLF_ATTN_BWD (v1 | v2 | v2w4,
-// read once), else V1. Benchmarks and parity tests switch it to compare the kernels.
-enum class AttnBwdKernel { V1, V2, V2W4 };
-AttnBwdKernel attention_bwd_kernel();
-void set_attention_bwd_kernel(AttnBwdKernel k);
-const char* attention_bwd_kernel_name(AttnBwdKernel k);
-
 // Which CUDA flash forward kernel runs for bf16, head_dim 64 (the backward is the same either way).
 // Auto: the wgmma kernel (attention_fwd_wgmma.cuh) on compute capability 9.0, else the mma.sync one.
 // The environment variable PGOLF_ATTN_FWD=mma|wgmma|wgmma64|wgmma128 (wgmma = the default key block)

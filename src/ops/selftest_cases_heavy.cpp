@@ -196,8 +196,7 @@ void attention_cases(std::vector<CaseMaker>& out, uint64_t seed) {
     bool docs, big;
     bool causal = true;
   };
-  // The flash backward kernels (v1: 64-key blocks; v2: 128-key blocks; v2w4: v2 at 64 keys) each run every
-  // bf16 head_dim-64 case; the shapes below 2048 cover T not a multiple of 64 or 128 (partial key blocks and
+  // The flash backward runs every bf16 head_dim-64 case; the shapes below 2048 cover T not a multiple of 64 or 128 (partial key blocks and
   // query tiles), Hq = Hkv and Hq = 4 Hkv, windows and documents (alone, together, and across key blocks),
   // and non-causal attention with and without documents.
   for (const A a : {A{1, 7, 2, 1, 64, 0, false, false}, A{2, 37, 4, 2, 64, 0, false, false},
@@ -228,34 +227,25 @@ void attention_cases(std::vector<CaseMaker>& out, uint64_t seed) {
                        });
                        return b.done();
                      }});
-      // Only bf16, head_dim 64 takes a flash kernel; f32 runs the plain kernels once.
-      const bool flash = dt == kB && a.D == 64;
-      for (AttnBwdKernel kern : {AttnBwdKernel::V1, AttnBwdKernel::V2, AttnBwdKernel::V2W4}) {
-        if (!flash && kern != AttnBwdKernel::V1) continue;
-        const std::string btag = tag + (flash ? std::string("(") + attention_bwd_kernel_name(kern) + ")" : "");
-        out.push_back({"attention_bwd" + btag, a.big, [=] {
-                         Builder b("attention_bwd" + btag, dtype_label({dt}), sq, seed);
-                         Tensor qh = b.in.normal(sq, dt), kh = b.in.normal(skv, dt), vh = b.in.normal(skv, dt);
-                         Tensor dsh = a.docs ? doc_starts(b.in, a.B, a.T) : Tensor::zeros(Shape{1}, DType::I32);
-                         Tensor oh = Tensor::empty(sq, dt), lh = Tensor::empty(sl, kF);
-                         attention_forward(qh, kh, vh, a.docs ? dsh : Tensor(), oh, lh, p);  // CPU reference
-                         int q = b.add("q", qh), k = b.add("k", kh), v = b.add("v", vh), ds = b.add("doc_start", dsh),
-                             o = b.add("out", oh), l = b.add("lse", lh), d = b.add("dout", b.in.normal(sq, dt)),
-                             dq = b.add("dq", Inputs::poison(sq, dt)), dk = b.add("dk", Inputs::poison(skv, dt)),
-                             dv = b.add("dv", Inputs::poison(skv, dt));
-                         b.check(dq, tol_grad);
-                         b.check(dk, tol_grad);
-                         b.check(dv, tol_grad);
-                         b.run([=](const T& t) {
-                           const AttnBwdKernel before = attention_bwd_kernel();
-                           set_attention_bwd_kernel(kern);
-                           attention_backward(t[q], t[k], t[v], a.docs ? t[ds] : Tensor(), t[o], t[l], t[d], t[dq],
-                                              t[dk], t[dv], p);
-                           set_attention_bwd_kernel(before);
-                         });
-                         return b.done();
-                       }});
-      }
+      out.push_back({"attention_bwd" + tag, a.big, [=] {
+                       Builder b("attention_bwd" + tag, dtype_label({dt}), sq, seed);
+                       Tensor qh = b.in.normal(sq, dt), kh = b.in.normal(skv, dt), vh = b.in.normal(skv, dt);
+                       Tensor dsh = a.docs ? doc_starts(b.in, a.B, a.T) : Tensor::zeros(Shape{1}, DType::I32);
+                       Tensor oh = Tensor::empty(sq, dt), lh = Tensor::empty(sl, kF);
+                       attention_forward(qh, kh, vh, a.docs ? dsh : Tensor(), oh, lh, p);  // CPU reference
+                       int q = b.add("q", qh), k = b.add("k", kh), v = b.add("v", vh), ds = b.add("doc_start", dsh),
+                           o = b.add("out", oh), l = b.add("lse", lh), d = b.add("dout", b.in.normal(sq, dt)),
+                           dq = b.add("dq", Inputs::poison(sq, dt)), dk = b.add("dk", Inputs::poison(skv, dt)),
+                           dv = b.add("dv", Inputs::poison(skv, dt));
+                       b.check(dq, tol_grad);
+                       b.check(dk, tol_grad);
+                       b.check(dv, tol_grad);
+                       b.run([=](const T& t) {
+                         attention_backward(t[q], t[k], t[v], a.docs ? t[ds] : Tensor(), t[o], t[l], t[d], t[dq],
+                                            t[dk], t[dv], p);
+                       });
+                       return b.done();
+                     }});
     }
   }
 }
