@@ -335,30 +335,43 @@ void mix_rmsnorm_forward(const Tensor& a, const Tensor& x, const Tensor& b, cons
                    dev_ptr(op, "y", y), dev_ptr(op, "n", n), rstd.ptr<float>(), x.dim(0), x.dim(1), g, eps);
 }
 
-void add_rmsnorm_backward(const Tensor& n, const Tensor& rstd, const Tensor& dn, float g, const Tensor& s,
-                          const Tensor& f, const Tensor& dy, const Tensor& ds, const Tensor& df, bool accumulate) {
-  const char* op = "add_rmsnorm_backward";
+namespace {
+DevPtr optional_ptr(const char* op, const char* name, const Tensor& t) {
+  return t.defined() ? dev_ptr(op, name, t) : DevPtr{nullptr, Kind::F32};
+}
+
+// The operands both backward forms share: the norm's saved n and rstd, its output gradient dn (optional), y's
+// gradient dy (f32), the gain; the form-specific fields are left empty.
+BwdArgs common_bwd_args(const char* op, const Tensor& n, const Tensor& rstd, const Tensor& dn, const Tensor& dy,
+                        float g) {
   require_dtype(op, "dy", dy, DType::F32);
-  require_dtype(op, "ds", ds, DType::F32);
   check_rows(op, n, rstd, dy, "dy");
   PG_CHECK(n.dim(1) <= 0x7fffffff, "{}: {} channels is too many", op, n.dim(1));
   BwdArgs p{};
   p.n = dev_ptr(op, "n", n);
   p.has_dn = dn.defined();
-  p.dn = p.has_dn ? dev_ptr(op, "dn", dn) : DevPtr{nullptr, Kind::F32};
+  p.dn = optional_ptr(op, "dn", dn);
   p.dy = dev_ptr(op, "dy", dy);
-  p.o1 = dev_ptr(op, "f", f);
-  p.o2 = DevPtr{nullptr, Kind::F32};
-  p.has_d1 = df.defined();
-  p.d1 = p.has_d1 ? dev_ptr(op, "df", df) : DevPtr{nullptr, Kind::F32};
-  p.d2 = DevPtr{nullptr, Kind::F32};
-  p.acc1 = accumulate;
+  p.o2 = p.d2 = DevPtr{nullptr, Kind::F32};
   p.rstd = rstd.ptr<float>();
-  p.s1 = s.ptr<float>();
-  p.sum1 = ds.ptr<float>();
   p.N = n.dim(0);
   p.C = static_cast<int>(n.dim(1));
   p.g = g;
+  return p;
+}
+}  // namespace
+
+void add_rmsnorm_backward(const Tensor& n, const Tensor& rstd, const Tensor& dn, float g, const Tensor& s,
+                          const Tensor& f, const Tensor& dy, const Tensor& ds, const Tensor& df, bool accumulate) {
+  const char* op = "add_rmsnorm_backward";
+  require_dtype(op, "ds", ds, DType::F32);
+  BwdArgs p = common_bwd_args(op, n, rstd, dn, dy, g);
+  p.o1 = dev_ptr(op, "f", f);
+  p.has_d1 = df.defined();
+  p.d1 = optional_ptr(op, "df", df);
+  p.acc1 = accumulate;
+  p.s1 = s.ptr<float>();
+  p.sum1 = ds.ptr<float>();
   if (launch_bwd_vec<false>(op, p)) return;
   bwd_rows_general(op, p);
   channel_scale_backward(dy, s, f, ds, df, accumulate);
@@ -368,32 +381,21 @@ void mix_rmsnorm_backward(const Tensor& n, const Tensor& rstd, const Tensor& dn,
                           const Tensor& x, const Tensor& b, const Tensor& x0, const Tensor& dy, const Tensor& da,
                           const Tensor& db, const Tensor& dx, bool acc_x, const Tensor& dx0, bool acc_x0) {
   const char* op = "mix_rmsnorm_backward";
-  require_dtype(op, "dy", dy, DType::F32);
   require_dtype(op, "da", da, DType::F32);
   require_dtype(op, "db", db, DType::F32);
-  check_rows(op, n, rstd, dy, "dy");
-  PG_CHECK(n.dim(1) <= 0x7fffffff, "{}: {} channels is too many", op, n.dim(1));
-  BwdArgs p{};
-  p.n = dev_ptr(op, "n", n);
-  p.has_dn = dn.defined();
-  p.dn = p.has_dn ? dev_ptr(op, "dn", dn) : DevPtr{nullptr, Kind::F32};
-  p.dy = dev_ptr(op, "dy", dy);
+  BwdArgs p = common_bwd_args(op, n, rstd, dn, dy, g);
   p.o1 = dev_ptr(op, "x", x);
   p.o2 = dev_ptr(op, "x0", x0);
   p.has_d1 = dx.defined();
-  p.d1 = p.has_d1 ? dev_ptr(op, "dx", dx) : DevPtr{nullptr, Kind::F32};
+  p.d1 = optional_ptr(op, "dx", dx);
   p.has_d2 = dx0.defined();
-  p.d2 = p.has_d2 ? dev_ptr(op, "dx0", dx0) : DevPtr{nullptr, Kind::F32};
+  p.d2 = optional_ptr(op, "dx0", dx0);
   p.acc1 = acc_x;
   p.acc2 = acc_x0;
-  p.rstd = rstd.ptr<float>();
   p.s1 = a.ptr<float>();
   p.s2 = b.ptr<float>();
   p.sum1 = da.ptr<float>();
   p.sum2 = db.ptr<float>();
-  p.N = n.dim(0);
-  p.C = static_cast<int>(n.dim(1));
-  p.g = g;
   if (launch_bwd_vec<true>(op, p)) return;
   // General path: dy (scratch, as the header allows) takes y's total gradient, then one column pass
   // per input; dx's pass runs first, so a dx0 that is the same tensor adds onto it.
