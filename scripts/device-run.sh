@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
+#        benchrec kbench train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +75,10 @@ for task in "$@"; do
           --json "$OUT/bench-rec-$mode.json" > "$OUT/bench-rec-$mode.log" 2>&1
         note "bench rec $mode rc=$? $(grep -E 'ms/step|tokens/s|ratio|peak' "$OUT/bench-rec-$mode.log" | tr -s ' ' | tr '\n' ';')"
         head -45 "$OUT/bench-rec-$mode.log"; done ;;
+    kbench) for cfg in baseline-300s rec-2026-04-09; do  # each op of the preset's step alone at its shapes (issue 9)
+        # bench kernels reads no shards and no tokenizer, so the configs need none of the data overrides above.
+        $BIN bench kernels --config configs/$cfg.toml --reps ${REPS:-30} --json "$OUT/kbench-$cfg.json" > "$OUT/kbench-$cfg.log" 2>&1
+        note "bench kernels $cfg rc=$?"; cat "$OUT/kbench-$cfg.log"; done ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
     base843) # issue 4: the reference's 843 steps with its LR trajectory replayed in steps: its wallclock warm-down

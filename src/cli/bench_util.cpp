@@ -1,6 +1,7 @@
 #include "cli/bench_util.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,11 +14,20 @@
 
 namespace pgolf::cli::bench {
 
-double median_ms(const Options& o, const std::function<void()>& fn) {
+double median_ms(const Options& o, const std::function<void()>& fn, Device dev) {
   PG_CHECK(o.reps > 0 && o.warmup >= 0, "bench: --reps must be > 0 and --warmup >= 0 (got {}, {})", o.reps, o.warmup);
   for (int i = 0; i < o.warmup; ++i) fn();
-  device_synchronize();
   std::vector<double> ms;
+  if (dev == Device::CPU) {
+    for (int i = 0; i < o.reps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+  device_synchronize();
   Event start, stop;
   for (int i = 0; i < o.reps; ++i) {
     start.record();
@@ -30,7 +40,7 @@ double median_ms(const Options& o, const std::function<void()>& fn) {
   return ms[ms.size() / 2];
 }
 
-Tensor random_cuda(const Shape& s, DType dt, uint64_t seed) {
+Tensor random_tensor(const Shape& s, DType dt, uint64_t seed, Device dev) {
   PG_CHECK(dt == DType::BF16 || dt == DType::F32, "bench: random inputs are bf16 or f32, not {}", dtype_name(dt));
   Tensor h = Tensor::empty(s, dt, Device::CPU);
   const int64_t n = h.numel();
@@ -48,7 +58,7 @@ Tensor random_cuda(const Shape& s, DType dt, uint64_t seed) {
         pf[j] = u;
     }
   }
-  return h.to(Device::CUDA);
+  return dev == Device::CPU ? h : h.to(dev);
 }
 
 void print_table(const std::string& title, const std::vector<Row>& rows) {

@@ -24,12 +24,13 @@ struct Row {
   std::string note;
 };
 
-// Median milliseconds of `reps` runs of `fn` on the current stream, each bracketed by events, after
-// `warmup` untimed runs.
-double median_ms(const Options& o, const std::function<void()>& fn);
+// Median milliseconds of `reps` runs of `fn` after `warmup` untimed runs. On the GPU each run is bracketed
+// by events on the current stream; on the CPU (ops run synchronously there) by steady_clock.
+double median_ms(const Options& o, const std::function<void()>& fn, Device dev = Device::CUDA);
 
-// Tensor on the GPU filled with uniform values in [-1, 1) (never all zeros), from a fixed seed.
-Tensor random_cuda(const Shape& s, DType dt, uint64_t seed);
+// Tensor on `dev` filled with uniform values in [-1, 1) (never all zeros), from a fixed seed.
+Tensor random_tensor(const Shape& s, DType dt, uint64_t seed, Device dev);
+inline Tensor random_cuda(const Shape& s, DType dt, uint64_t seed) { return random_tensor(s, dt, seed, Device::CUDA); }
 
 void print_table(const std::string& title, const std::vector<Row>& rows);
 // Writes {"bench": title, "rows": [...]} to path through a temporary file and a rename.

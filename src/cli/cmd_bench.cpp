@@ -3,7 +3,8 @@
 //
 // Each kernel bench is one entry of the list in add_bench_command: a name, a description, a function that
 // adds its own flags, and a function that runs it and returns table rows. Add a bench by adding an entry.
-// `pgolf bench step --config ...`, a whole training step with an op profile, is in bench_step.cpp.
+// `pgolf bench step --config ...`, a whole training step with an op profile, is in bench_step.cpp;
+// `pgolf bench kernels --config ...`, each op of a preset's step alone, in bench_preset_kernels.cpp.
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -46,7 +47,7 @@ void require_gpu(const char* what) {
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  auto* bench_cmd = app.add_subcommand("bench", "Benchmark GPU kernels (attention, matmul) and whole training steps (step)");
+  auto* bench_cmd = app.add_subcommand("bench", "Benchmark GPU kernels (attention, matmul), a preset's ops one by one (kernels) and whole training steps (step)");
   bench_cmd->require_subcommand(1);
 
   // State shared between flag parsing and the callbacks; lives as long as the app.
@@ -78,6 +79,7 @@ void add_bench_command(CLI::App& app) {
   };
 
   add_bench_step_command(bench_cmd);
+  add_bench_kernels_command(bench_cmd);
   for (const KernelBench& kb : benches) {
     auto* sub = bench_cmd->add_subcommand(kb.name, kb.description);
     add_common_flags(sub, opts.get());
