@@ -111,6 +111,9 @@ void run_eval(const EvalArgs& a) {
   const auto t_load = Clock::now();
   std::unique_ptr<model::GPT> model = a.artifact.empty() ? artifact::load_model_from_run(a.run_dir, dev)
                                                          : artifact::load_model_from_artifact(a.artifact, dev);
+  // LoRA TTT never updates the base weights: free their gradient buffer for good (evaluate_lora would free it
+  // for its own scope anyway; freezing here saves giving it back zeroed at the end).
+  if (a.lora.enabled && a.lora.frozen_base) model->params().set_frozen(true);
   const int V = model->config().vocab_size;
   const data::ByteLuts luts = data::build_byte_luts(a.tokenizer, V);
   std::vector<uint16_t> tokens = data::load_val_tokens(a.val, a.no_trim ? 1 : a.context);
@@ -372,6 +375,9 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--lora-sites", a->lora.sites, "Adapted projections: any of q,k,v,o,mlp,head")
       ->capture_default_str()->needs(lora);
   sub->add_option("--lora-seed", a->lora.seed, "Seed of A's init")->needs(lora);
+  sub->add_flag("--lora-full-backward{false}", a->lora.frozen_base,
+                "Also compute the frozen base weights' gradients (the old, slower path; same scores; for A/B timing)")
+      ->needs(lora);
   auto* ngram = sub->add_flag("--ngram", a->ngram.enabled,
                               "Mix a causal n-gram distribution (full, normalised, scored tokens only) into the model's");
   sub->add_option("--ngram-min-order", a->ngram.min_order, "Lowest n-gram order")->capture_default_str()->needs(ngram);

@@ -22,6 +22,17 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Freezes the base weights for the scope of the evaluation (their grads freed: the adapt backward computes only
+// what the adapters need) and puts the table back as it was on every exit path (unfreezing gives zeroed grads).
+struct FreezeGuard {
+  model::ParamTable& table;
+  bool was;
+  FreezeGuard(model::ParamTable& t, bool freeze) : table(t), was(t.frozen()) {
+    if (freeze) table.set_frozen(true);
+  }
+  ~FreezeGuard() { table.set_frozen(was); }
+};
+
 // Sets the model's adapter for the scope of the evaluation, and takes it off on every exit path.
 struct AdapterGuard {
   model::GPT& model;
@@ -155,6 +166,7 @@ EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens,
   }
   LoraAdapters adapters(model, lo, adapter_rows);
   AdapterGuard guard(model, &adapters);
+  FreezeGuard freeze(model.params(), lo.frozen_base);  // before the plan: a frozen backward allocates less
   Arena arena(model.device(), "lora ttt arena");
   size_t plan = 0;
   int64_t max_tokens = 0;
@@ -280,8 +292,9 @@ EvalResult evaluate_lora(model::GPT& model, const std::vector<uint16_t>& tokens,
       if (opt.stop_after_probes && !opt.probes.empty() && pending.empty()) stop = true;
     }
   }
-  // The base weights never change, but the LoRA passes accumulated their gradients: give the caller clean ones.
-  model.params().zero_grads();
+  // The base weights never change, but an unfrozen run's LoRA passes accumulated their gradients: give the caller
+  // clean ones (a frozen table has none; FreezeGuard hands back zeroed ones if it had them before).
+  if (!model.params().frozen()) model.params().zero_grads();
   res.partial = res.windows < res.total_windows;
   res.phase_seconds = {{"prepare", t_prepare}, {"score", t_score}, {"adapt", t_adapt}};
   return res;

@@ -38,6 +38,10 @@ struct LoraTttOptions {
   bool warm_a = false;
   std::string sites = "q,k,v,o,mlp,head";  // adapted projections, any subset
   uint64_t seed = 0x5eed10aULL;   // A's init U(+-1/sqrt(in))
+  // true: the base weights are frozen for the evaluation (model::ParamTable::set_frozen), so the backward skips
+  // their gradients (every dW GEMM, the embedding scatter, the scalar reductions). false: the old full backward,
+  // whose base gradients are thrown away; kept for the tests and A/B timings, which get the same losses.
+  bool frozen_base = true;
 };
 
 // Clear errors for bad settings (also checks the sites list).

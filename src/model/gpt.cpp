@@ -54,8 +54,7 @@ GPT::GPT(const ModelConfig& cfg, Device dev) : GPT(cfg, dev, SpecsOnly{}) {
     for (int l = 0; l < cfg_.num_layers; ++l) {
       Param& s = ln_scales_[static_cast<size_t>(l)];
       s.spec = ParamSpec{fmt::format("ln_scale.{}", l), Shape{1}};
-      s.value = Tensor::from_vector(std::vector<float>{ln_scale_value(l)}, Shape{1}, dev_);
-      s.grad = Tensor::zeros(Shape{1}, DType::F32, dev_);
+      s.value = Tensor::from_vector(std::vector<float>{ln_scale_value(l)}, Shape{1}, dev_);  // grad undefined: a constant
     }
   }
   // A fresh model is in its final (looped) state, the one evaluation and checkpoint loaders need;

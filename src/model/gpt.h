@@ -267,7 +267,7 @@ class GPT {
   Tensor ones_d_;       // (d) f32 ones
   Tensor row_expand_;   // (1, d) f32 ones: broadcasts a per-layer scalar to channels
   // Constant per-layer LN scales as (1)-element pseudo-parameters (not in params_): their value is
-  // 1/sqrt(l+1); the gradient they receive is scratch and never used.
+  // 1/sqrt(l+1); their grad is undefined, so mul_head computes none.
   std::vector<Param> ln_scales_;
   int loop_passes_on_ = 0;  // extra loop passes in the current schedule (0 = plain)
   GradReadyFn grad_ready_;

@@ -118,6 +118,7 @@ GPT::SkipGateMix GPT::skip_gate_mix(Tape& tp, int slot) {
 }
 
 void GPT::apply_skip_gate_grads(const std::vector<SkipGateMix>& mixes, Arena& arena) {
+  if (params_.frozen()) return;  // nothing to fold into (the tape state is the same while measuring)
   const Shape d{cfg_.model_dim};
   for (const SkipGateMix& m : mixes) {
     const ChanParam g = chan_row(p(skip_gates_), m.slot), w = chan_row(p(skip_weights_), m.slot);

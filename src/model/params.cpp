@@ -102,6 +102,15 @@ int64_t ParamTable::count_elements() const {
 void ParamTable::allocate(Device dev, DType compute_dtype) {
   PG_CHECK(compute_dtype == DType::F32 || compute_dtype == DType::BF16,
            "parameter table: compute dtype must be f32 or bf16, got {}", dtype_name(compute_dtype));
+  dev_ = dev;
+  for (Param& p : params_) {
+    p.value = Tensor::zeros(p.spec.shape, DType::F32, dev);
+    p.compute = compute_dtype == DType::BF16 ? Tensor::zeros(p.spec.shape, DType::BF16, dev) : Tensor();
+  }
+  if (!frozen_) allocate_grads();
+}
+
+void ParamTable::allocate_grads() {
   grad_ranges_.clear();
   int64_t flat_n = 0;
   for (const Param& p : params_) {
@@ -109,13 +118,22 @@ void ParamTable::allocate(Device dev, DType compute_dtype) {
     grad_ranges_.emplace_back(flat_n, flat_n + n);
     flat_n += (n + kGradAlign - 1) / kGradAlign * kGradAlign;
   }
-  grad_flat_ = Tensor::zeros(Shape{std::max<int64_t>(flat_n, 1)}, DType::F32, dev);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Param& p = params_[i];
-    p.value = Tensor::zeros(p.spec.shape, DType::F32, dev);
-    p.grad = grad_flat_.slice(grad_ranges_[i].first, grad_ranges_[i].second).view(p.spec.shape);
-    p.compute = compute_dtype == DType::BF16 ? Tensor::zeros(p.spec.shape, DType::BF16, dev) : Tensor();
+  grad_flat_ = Tensor::zeros(Shape{std::max<int64_t>(flat_n, 1)}, DType::F32, dev_);
+  for (size_t i = 0; i < params_.size(); ++i)
+    params_[i].grad = grad_flat_.slice(grad_ranges_[i].first, grad_ranges_[i].second).view(params_[i].spec.shape);
+}
+
+void ParamTable::set_frozen(bool frozen) {
+  if (frozen == frozen_) return;
+  frozen_ = frozen;
+  if (!frozen) {
+    PG_CHECK(params_.empty() || params_.front().value.defined(), "parameter table: unfreezing an unallocated table");
+    allocate_grads();
+    return;
   }
+  // Dropping the views releases the buffer (unless someone else still holds a view of it).
+  for (Param& p : params_) p.grad = Tensor();
+  grad_flat_ = Tensor();
 }
 
 void ParamTable::zero_grads() {

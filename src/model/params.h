@@ -52,6 +52,12 @@ class ParamTable {
   // collective can reduce any run of consecutive parameters in place (the gaps stay zero).
   void allocate(Device dev, DType compute_dtype);
   void zero_grads();
+  // Frozen base weights (per-document LoRA TTT adapts its own adapters only): the gradient buffer is freed
+  // and every grad left undefined, which the tape reads as "no gradient wanted", so the backward skips the
+  // weights' dW GEMMs, the embedding scatter and the scalar reductions. Unfreezing allocates zeroed grads
+  // again (with the same layout). A no-op when the state does not change.
+  void set_frozen(bool frozen);
+  bool frozen() const { return frozen_; }
   static constexpr int64_t kGradAlign = 64;  // 256 bytes: vector loads stay aligned in every grad view
   const Tensor& grad_flat() const { return grad_flat_; }
   // [begin, end) of parameter i's grad inside grad_flat (end - begin = numel).
@@ -63,7 +69,11 @@ class ParamTable {
   void init(uint64_t seed);
 
  private:
+  void allocate_grads();  // grad_flat_ and the grad views, zeroed, on dev_
+
   std::vector<Param> params_;
+  Device dev_ = Device::CPU;
+  bool frozen_ = false;
   Tensor grad_flat_;
   std::vector<std::pair<int64_t, int64_t>> grad_ranges_;
 };

@@ -253,13 +253,19 @@ void Tape::backward() {
   for (size_t n = 0; n < nodes_.size(); ++n) drop_grad(static_cast<int>(n));
 }
 
+Tensor Tape::param_grad_or_scratch(const Tensor& grad, const Tensor& value, Arena::Block* scratch) {
+  if (grad.defined()) return grad;
+  *scratch = arena_.alloc_block(value.shape(), DType::F32, "frozen parameter scratch grad");
+  return scratch->t;
+}
+
 Var Tape::embedding(const Tensor& ids, Param& table) {
   const prof::Scope timer = fwd_scope(std::string("embedding"));
   const Tensor& w = table.compute.defined() ? table.compute : table.value;
   Var y = make(Shape{ids.numel(), w.dim(1)}, "embedding out");
   if (!measuring()) ops::embedding_forward(ids, w, y.t);
   record([this, ids, y, &table] {
-    if (!has_grad(y) || measuring()) return;
+    if (!has_grad(y) || measuring() || !table.grad.defined()) return;  // undefined: frozen
     ops::embedding_backward(ids, grad_of(y), table.grad);
   }, {});
   return y;
@@ -373,13 +379,17 @@ Var Tape::qk_prep(const Var& x, Param* gain, int rot_dims, float base) {
   if (!measuring()) ops::qk_prep_forward(x.t, g, y.t, rstd, rot_dims, base, eps_);
   record([this, x, y, rstd, gain, g, rot_dims, base] {
     if (!has_grad(y)) return;
-    const Tensor dg = gain ? gain->grad.view(Shape{gain->grad.numel()}) : Tensor();
     if (!needs_grad(x)) {
-      PG_CHECK(gain == nullptr, "qk_prep: a gain gradient without an input gradient is not supported");
+      PG_CHECK(gain == nullptr || !gain->grad.defined(),
+               "qk_prep: a gain gradient without an input gradient is not supported");
       return;
     }
     GradSink dx = begin_grad(x);
+    Arena::Block scratch;  // the kernel always reduces the gain's gradient: a frozen gain's lands here
+    const Tensor dg = gain ? param_grad_or_scratch(gain->grad, gain->value, &scratch).view(Shape{gain->value.numel()})
+                           : Tensor();
     if (!measuring()) ops::qk_prep_backward(x.t, g, rstd, grad_of(y), dx.t, dg, rot_dims, base);
+    give_scratch(scratch);
     end_grad(x, dx);
   }, {x_buf, r_buf});
   return y;
@@ -402,13 +412,15 @@ Var Tape::mul_head(const Var& x, Param& gain, const Tensor& expand) {
   record([this, x, y, g, &gain, expand, H, C] {
     if (!has_grad(y)) return;
     Tensor dy = grad_of(y);
-    Arena::Block dg = arena_.alloc_block(Shape{C}, DType::F32, "head gain grad");
-    if (!measuring()) {
-      dg.t.zero_();
-      ops::channel_dot_accum(dy, x.t, dg.t);
-      ops::matmul(dg.t.view(Shape{1, C}), ops::Trans::N, expand, ops::Trans::T, gain.grad.view(Shape{1, H}), 1.f, 1.f);
+    if (gain.grad.defined()) {  // undefined: a frozen gain (or a constant one, GPT's LN scales), no reduction
+      Arena::Block dg = arena_.alloc_block(Shape{C}, DType::F32, "head gain grad");
+      if (!measuring()) {
+        dg.t.zero_();
+        ops::channel_dot_accum(dy, x.t, dg.t);
+        ops::matmul(dg.t.view(Shape{1, C}), ops::Trans::N, expand, ops::Trans::T, gain.grad.view(Shape{1, H}), 1.f, 1.f);
+      }
+      give_back(dg);
     }
-    give_back(dg);
     if (!needs_grad(x)) return;
     GradSink dx = begin_grad(x);
     if (!measuring()) ops::mul_channel(dy, g.view(Shape{C}), dx.t);
@@ -465,7 +477,10 @@ Var Tape::add_mul_channel(const Var& x, const ChanParam& s, const Var& f) {
     // Everything that reads dy runs before pass_grad, which may hand dy's buffer on to x.
     bool acc = false;
     const Tensor df = needs_grad(f) ? grad_into(f, &acc) : Tensor();
-    if (!measuring()) ops::channel_scale_backward(dy, s.value, f.t, s.grad, df, acc);
+    Arena::Block scratch;
+    const Tensor ds = param_grad_or_scratch(s.grad, s.value, &scratch);
+    if (!measuring()) ops::channel_scale_backward(dy, s.value, f.t, ds, df, acc);
+    give_scratch(scratch);
     pass_grad(x, y);
   }, {f_buf});
   return y;
@@ -483,7 +498,10 @@ Var Tape::mix_channel(const ChanParam& s0, const Var& x0, const ChanParam& s1, c
     for (const auto& [x, s] : {std::pair{x0, s0}, std::pair{x1, s1}}) {
       bool acc = false;
       const Tensor dx = needs_grad(x) ? grad_into(x, &acc) : Tensor();
-      if (!measuring()) ops::channel_scale_backward(dy, s.value, x.t, s.grad, dx, acc);
+      Arena::Block scratch;
+      const Tensor ds = param_grad_or_scratch(s.grad, s.value, &scratch);
+      if (!measuring()) ops::channel_scale_backward(dy, s.value, x.t, ds, dx, acc);
+      give_scratch(scratch);
     }
   }, {x0_buf, x1_buf});
   return y;

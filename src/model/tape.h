@@ -77,6 +77,8 @@ class Tape {
   // Same memory and gradient node, new shape.
   Var view(const Var& x, const Shape& s);
 
+  // Parameter gradients ACCUMULATE into Param::grad (ChanParam::grad); an undefined grad is a frozen parameter
+  // (ParamTable::set_frozen): the ops compute no gradient for it, only the activations' gradients.
   // ids: (N) i32 ; table: (V, C) -> (N, C). The gradient accumulates into table.grad.
   Var embedding(const Tensor& ids, Param& table);
   // Weightless RMSNorm over the last dim of x viewed as (rows, C).
@@ -261,6 +263,14 @@ class Tape {
   void drop_grad(int node);
   void give_back(const Arena::Block& b) {
     if (free_dead_) arena_.free(b);
+  }
+  // Frozen parameters (ParamTable::set_frozen) have an undefined grad. Ops whose kernel can leave a
+  // parameter gradient out skip it (linear's dW, the embedding, mul_head's gain); for a kernel that always
+  // accumulates one (the fused per-channel reductions, where it costs no extra pass) this returns `grad`, or
+  // for a frozen parameter a scratch shaped like `value` that nothing reads (*scratch, for give_scratch).
+  Tensor param_grad_or_scratch(const Tensor& grad, const Tensor& value, Arena::Block* scratch);
+  void give_scratch(const Arena::Block& b) {
+    if (b.bytes > 0) give_back(b);
   }
 
   Arena& arena_;

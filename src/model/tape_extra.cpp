@@ -52,7 +52,10 @@ Var Tape::smear_v1(const Var& x, Param& gate, int64_t T) {
       scratch = arena_.alloc_block(x.shape(), x.t.dtype(), "smear_v1 scratch grad");
       dx = GradSink{scratch.t, true, scratch};
     }
-    if (!measuring()) ops::smear_v1_backward(x.t.view(btc), gate.value, grad_of(y).view(btc), dx.t.view(btc), gate.grad);
+    Arena::Block gscratch;
+    const Tensor dgate = param_grad_or_scratch(gate.grad, gate.value, &gscratch);
+    if (!measuring()) ops::smear_v1_backward(x.t.view(btc), gate.value, grad_of(y).view(btc), dx.t.view(btc), dgate);
+    give_scratch(gscratch);
     if (needs_grad(x))
       end_grad(x, dx);
     else
@@ -79,9 +82,13 @@ Var Tape::smear_v2(const Var& e, const Tensor& ids, Param& w, Param& lambda, int
       scratch = arena_.alloc_block(e.shape(), e.t.dtype(), "smear_v2 scratch grad");
       de = GradSink{scratch.t, true, scratch};
     }
+    Arena::Block w_scratch, l_scratch;
+    const Tensor dw = param_grad_or_scratch(w.grad, w.value, &w_scratch);
+    const Tensor dl = param_grad_or_scratch(lambda.grad, lambda.value, &l_scratch);
     if (!measuring())
-      ops::smear_v2_backward(e.t.view(btc), ids, w.value, lambda.value, bos, grad_of(y).view(btc), de.t.view(btc),
-                             w.grad, lambda.grad);
+      ops::smear_v2_backward(e.t.view(btc), ids, w.value, lambda.value, bos, grad_of(y).view(btc), de.t.view(btc), dw, dl);
+    give_scratch(l_scratch);
+    give_scratch(w_scratch);
     if (needs_grad(e))
       end_grad(e, de);
     else

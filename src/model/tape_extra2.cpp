@@ -29,7 +29,10 @@ Var Tape::attn_gate(const Var& x, Param& w, const Var& y, float amp, float c) {
     }
     GradSink dx;
     if (needs_grad(x)) dx = begin_grad(x);
-    if (!measuring()) ops::attn_gate_backward(x.t, w.value, y.t, grad_of(out), amp, c, dx.t, dy.t, w.grad);
+    Arena::Block w_scratch;
+    const Tensor dw = param_grad_or_scratch(w.grad, w.value, &w_scratch);
+    if (!measuring()) ops::attn_gate_backward(x.t, w.value, y.t, grad_of(out), amp, c, dx.t, dy.t, dw);
+    give_scratch(w_scratch);
     if (needs_grad(x)) end_grad(x, dx);
     if (needs_grad(y))
       end_grad(y, dy);
@@ -50,7 +53,10 @@ Var Tape::sigmoid_lerp(const ChanParam& a, const Var& x, const Var& y) {
     GradSink dx, dy;
     if (needs_grad(x)) dx = begin_grad(x);
     if (needs_grad(y)) dy = begin_grad(y);
-    if (!measuring()) ops::sigmoid_lerp_backward(a.value, x.t, y.t, grad_of(out), dx.t, dy.t, a.grad);
+    Arena::Block a_scratch;
+    const Tensor da = param_grad_or_scratch(a.grad, a.value, &a_scratch);
+    if (!measuring()) ops::sigmoid_lerp_backward(a.value, x.t, y.t, grad_of(out), dx.t, dy.t, da);
+    give_scratch(a_scratch);
     if (needs_grad(y)) end_grad(y, dy);
     if (needs_grad(x)) end_grad(x, dx);
   }, {x_buf, y_buf});

@@ -24,7 +24,10 @@ Var Tape::short_conv(const Var& x, Param& w, bool silu) {
     if (!has_grad(y)) return;
     // The op writes dx in every case (and accumulates dw): a constant x gets a scratch buffer.
     GradSink dx = begin_grad_or_scratch(x);
-    if (!measuring()) ops::short_conv_backward(x.t, w.value, grad_of(y), dx.t, w.grad, silu);
+    Arena::Block scratch;
+    const Tensor dw = param_grad_or_scratch(w.grad, w.value, &scratch);
+    if (!measuring()) ops::short_conv_backward(x.t, w.value, grad_of(y), dx.t, dw, silu);
+    give_scratch(scratch);
     end_grad_or_scratch(x, dx);
   }, {x_buf});
   return y;
@@ -79,9 +82,14 @@ std::pair<Var, Var> Tape::gdn_gates(const Var& a, const Var& bb, Param& A_log, P
     }
     const Tensor dg = has_grad(g) ? grad_of(g) : zero.t, dbeta = has_grad(beta) ? grad_of(beta) : zero.t;
     GradSink da = begin_grad_or_scratch(a), dbb = begin_grad_or_scratch(bb);
+    Arena::Block scratch_a, scratch_dt;
+    const Tensor dA = param_grad_or_scratch(A_log.grad, A_log.value, &scratch_a).view(h);
+    const Tensor ddt = param_grad_or_scratch(dt_bias.grad, dt_bias.value, &scratch_dt).view(h);
     if (!measuring())
-      ops::gdn_gates_backward(a.t, bb.t, A_log.value.view(h), dt_bias.value.view(h), dg, dbeta, da.t, dbb.t,
-                              A_log.grad.view(h), dt_bias.grad.view(h), beta_scale);
+      ops::gdn_gates_backward(a.t, bb.t, A_log.value.view(h), dt_bias.value.view(h), dg, dbeta, da.t, dbb.t, dA, ddt,
+                              beta_scale);
+    give_scratch(scratch_dt);
+    give_scratch(scratch_a);
     end_grad_or_scratch(bb, dbb);
     end_grad_or_scratch(a, da);
     if (need_zero) give_back(zero);

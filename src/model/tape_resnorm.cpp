@@ -30,9 +30,11 @@ Tape::Normed Tape::add_rmsnorm(const Var& x, const ChanParam& s, const Var& f, f
     }
     bool acc = false;
     const Tensor df = needs_grad(f) ? grad_into(f, &acc) : Tensor();
+    Arena::Block scratch;
+    const Tensor ds = param_grad_or_scratch(s.grad, s.value, &scratch);
     if (!measuring())
-      ops::add_rmsnorm_backward(n.t, rstd, has_grad(n) ? grad_of(n) : Tensor(), g, s.value, f.t, grad_of(y), s.grad, df,
-                                acc);
+      ops::add_rmsnorm_backward(n.t, rstd, has_grad(n) ? grad_of(n) : Tensor(), g, s.value, f.t, grad_of(y), ds, df, acc);
+    give_scratch(scratch);
     pass_grad(x, y);
   }, {f_buf, value_of(n, "add_rmsnorm"), rstd_buf});
   return Normed{y, n};
@@ -62,9 +64,14 @@ Tape::Normed Tape::mix_rmsnorm(const ChanParam& a, const Var& x, const ChanParam
     bool acc_x = false, acc_x0 = false;
     const Tensor dx = needs_grad(x) ? grad_into(x, &acc_x) : Tensor();
     const Tensor dx0 = needs_grad(x0) ? grad_into(x0, &acc_x0) : Tensor();
+    Arena::Block scratch_a, scratch_b;
+    const Tensor da = param_grad_or_scratch(a.grad, a.value, &scratch_a);
+    const Tensor db = param_grad_or_scratch(b.grad, b.value, &scratch_b);
     if (!measuring())
       ops::mix_rmsnorm_backward(n.t, rstd, has_grad(n) ? grad_of(n) : Tensor(), g, a.value, x.t, b.value, x0.t, dy,
-                                a.grad, b.grad, dx, acc_x, dx0, acc_x0);
+                                da, db, dx, acc_x, dx0, acc_x0);
+    give_scratch(scratch_b);
+    give_scratch(scratch_a);
     if (no_dy) give_back(zero);
   }, {x_buf, x0_buf, value_of(n, "mix_rmsnorm"), rstd_buf});
   return Normed{y, n};
