@@ -6,6 +6,7 @@
 #include "../model/model_test_util.h"
 #include "core/rng.h"
 #include "data/bpb.h"
+#include "eval/scorer.h"
 #include "model/gpt.h"
 
 namespace pgolf::eval::testing {
@@ -57,6 +58,24 @@ inline std::vector<uint16_t> doc_stream(int64_t n, int vocab, uint64_t seed) {
     }
   }
   return t;
+}
+
+// Per-document LoRA TTT on the tiny models: document mode, one window per `context`, rank 4 / alpha 8,
+// chunks of 8 targets, 3 documents per batch; kept per-token NLLs so tests can compare scores.
+inline EvalOptions lora_test_options(int64_t context, float lr) {
+  EvalOptions o;
+  o.mode = Mode::Doc;
+  o.context = context;
+  o.stride = context;
+  o.batch_tokens = 256;
+  o.keep_token_nll = true;
+  o.lora.enabled = true;
+  o.lora.rank = 4;
+  o.lora.alpha = 8;
+  o.lora.chunk = 8;
+  o.lora.docs_per_batch = 3;
+  o.lora.lr = lr;
+  return o;
 }
 
 }  // namespace pgolf::eval::testing

@@ -72,19 +72,8 @@ model::GPT make_model(const model::ModelConfig& c, uint64_t seed) {
 }
 
 EvalOptions lora_opts(bool frozen) {
-  EvalOptions o;
-  o.mode = Mode::Doc;
-  o.context = 32;
-  o.stride = 32;
-  o.batch_tokens = 256;
-  o.keep_token_nll = true;
-  o.lora.enabled = true;
-  o.lora.rank = 4;
-  o.lora.alpha = 8;
-  o.lora.chunk = 8;
-  o.lora.docs_per_batch = 3;
+  EvalOptions o = testing::lora_test_options(32, 0.02f);
   o.lora.forward_tokens = 64;  // several documents per forward: batched adapters too
-  o.lora.lr = 0.02f;
   o.lora.frozen_base = frozen;
   return o;
 }

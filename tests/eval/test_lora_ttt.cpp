@@ -20,21 +20,7 @@ using testing::kBos;
 using testing::synthetic_luts;
 using testing::tiny_model;
 
-EvalOptions lora_opts(float lr = 0.01f) {
-  EvalOptions o;
-  o.mode = Mode::Doc;
-  o.context = 64;
-  o.stride = 64;
-  o.batch_tokens = 256;
-  o.keep_token_nll = true;
-  o.lora.enabled = true;
-  o.lora.rank = 4;
-  o.lora.alpha = 8;
-  o.lora.chunk = 8;
-  o.lora.docs_per_batch = 3;
-  o.lora.lr = lr;
-  return o;
-}
+EvalOptions lora_opts(float lr = 0.01f) { return testing::lora_test_options(64, lr); }
 
 EvalOptions doc_opts() {  // plain document-isolated scoring; documents of doc_stream fit in one window
   EvalOptions o = lora_opts();
