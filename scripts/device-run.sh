@@ -68,8 +68,7 @@ for task in "$@"; do
         $BIN data encode .carry/data/train --tokenizer .carry/data/tokenizers/fineweb_8192_bpe.model \
           --out data-local/bench8192 --prefix bench8192 --val-docs 64 > "$OUT/encode8192.log" 2>&1 && touch data-local/bench8192/.done; }
       for mode in plain looped; do  # looped: the loop segment on from step 0 (ANCHORS' "with looping" rate)
-        # bench step runs `--steps` iterations, so the loop would switch on at loop_enable_frac of them: plain keeps it off
-        extra=(--set model.loop_enable_frac=1); anchor=862000; [ $mode = looped ] && { extra=(--set model.loop_enable_frac=0); anchor=600000; }
+        extra=(--loop off); anchor=862000; [ $mode = looped ] && { extra=(--loop on); anchor=600000; }
         $BIN bench step --config ${REC_CONFIG:-configs/rec-2026-04-09.toml} --steps ${STEPS:-16} --profile 2 \
           --anchor-tokens-per-s $anchor --set data.tokenizer=.carry/data/tokenizers/fineweb_8192_bpe.model "${extra[@]}" \
           --json "$OUT/bench-rec-$mode.json" > "$OUT/bench-rec-$mode.log" 2>&1

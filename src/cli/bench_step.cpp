@@ -29,7 +29,18 @@ struct StepBenchArgs {
   int64_t profile_steps = 3;
   double anchor_tokens_per_s = 0;
   std::string json;
+  std::string loop = "off";  // a looped preset's layer schedule during the bench: off | on | schedule
 };
+
+// The bench runs `--steps` iterations, so a preset's own loop schedule (§5.12: on at loop_enable_frac of the run)
+// would switch the loop on part-way through the few measured steps; off and on pin one schedule for the whole run.
+void pin_loop(train::Config& cfg, const std::string& loop) {
+  PG_CHECK(loop == "off" || loop == "on" || loop == "schedule",
+           "pgolf bench step: --loop {} is not one of off, on, schedule", loop);
+  if (loop == "schedule" || !cfg.model.has_loop()) return;
+  cfg.model.loop_pass_fracs.clear();
+  cfg.model.loop_enable_frac = loop == "on" ? 0.f : 1.f;  // the run's fraction stays below 1 at every step
+}
 
 void run_step_bench(const StepBenchArgs& a) {
   PG_CHECK(!a.config_file.empty(), "pgolf bench step needs --config FILE");
@@ -37,6 +48,7 @@ void run_step_bench(const StepBenchArgs& a) {
            "measured and {} are profiled (need at least {})", a.steps, a.profile_steps, 12 + a.profile_steps);
   train::Config cfg = train::load_config_file(a.config_file);
   for (const auto& s : a.sets) train::apply_override(cfg, s);
+  pin_loop(cfg, a.loop);
   // A short, uncapped run: no periodic validation, a one-batch final validation, no export.
   cfg.train.iterations = a.steps;
   cfg.train.max_wallclock_seconds = 0;
@@ -55,9 +67,10 @@ void run_step_bench(const StepBenchArgs& a) {
 
   const double tok = r.tokens_per_s;
   const double ms = tok > 0 ? 1000.0 * static_cast<double>(cfg.train.train_batch_tokens) / tok : 0;
-  std::printf("pgolf bench step: %s, %lld steps (%lld measured after 10 warm steps; %lld profiled)\n",
+  std::printf("pgolf bench step: %s, %lld steps (%lld measured after 10 warm steps; %lld profiled)%s\n",
               a.config_file.c_str(), static_cast<long long>(r.steps),
-              static_cast<long long>(r.steps - 10 - r.profile_steps), static_cast<long long>(r.profile_steps));
+              static_cast<long long>(r.steps - 10 - r.profile_steps), static_cast<long long>(r.profile_steps),
+              cfg.model.has_loop() ? (", loop " + a.loop).c_str() : "");
   std::printf("  %-28s %12.1f\n", "ms/step (steady)", ms);
   std::printf("  %-28s %12.0f\n", "tokens/s", tok);
   if (a.anchor_tokens_per_s > 0)
@@ -74,7 +87,8 @@ void run_step_bench(const StepBenchArgs& a) {
     nlohmann::json j = {{"bench", "step"},        {"config", a.config_file},          {"steps", r.steps},
                         {"ms_per_step", ms},      {"tokens_per_s", tok},              {"peak_gpu_bytes", r.peak_gpu_bytes},
                         {"anchor_tokens_per_s", a.anchor_tokens_per_s},               {"sets", a.sets},
-                        {"profile_steps", r.profile_steps},                           {"profile_wall_ms", r.profile_wall_ms}};
+                        {"profile_steps", r.profile_steps},                           {"profile_wall_ms", r.profile_wall_ms},
+                        {"loop", cfg.model.has_loop() ? a.loop : "none"}};
     nlohmann::json rows = nlohmann::json::array();
     for (const prof::Row& p : r.profile) rows.push_back({{"label", p.label}, {"ms", p.ms}, {"calls", p.calls}});
     j["profile"] = rows;
@@ -96,6 +110,9 @@ void add_bench_step_command(CLI::App* bench_cmd) {
   sub->add_option("--anchor-tokens-per-s", args->anchor_tokens_per_s,
                   "Reference rate for a ratio (ANCHORS.md: baseline 1472000, rec-2026-04-09 862000)");
   sub->add_option("--json", args->json, "Also write the results to this JSON file");
+  sub->add_option("--loop", args->loop,
+                  "A looped preset's layers during the bench: off (before looping), on (looped from step 0) or "
+                  "schedule (the preset's own switch point, scaled to --steps)")->capture_default_str();
   sub->callback([args] { run_step_bench(*args); });
 }
 
