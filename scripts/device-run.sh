@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec kbench train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
+#        benchrec kbench bench1672 train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ for task in "$@"; do
   case "$task" in
     info) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; $BIN version ;;
     tests) .carry/bin/pgolf_tests --gtest_brief=1 > "$OUT/tests.log" 2>&1; note "gtest rc=$? $(tail -3 "$OUT/tests.log" | tr '\n' ' ')" ;;
-    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*:GoldenBaselineCuda*:*Cuda*:*Gpu*' > "$OUT/gputests.log" 2>&1
+    gputests) .carry/bin/pgolf_tests --gtest_filter='GptCuda*:CudaGraph*:GpuParity*:GoldenBaselineCuda*:*Cuda*:*Gpu*:EvalLora*:Trainer.CudaGraph*' > "$OUT/gputests.log" 2>&1
       note "gpu gtests rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/gputests.log" | tr '\n' ' ')"; grep -E 'FAILED|Failure|error' "$OUT/gputests.log" | head -20 ;;
     parity) $BIN selftest --gpu ${PARITY_ARGS:-} --json "$OUT/parity.json" > "$OUT/parity.log" 2>&1; note "parity rc=$?"; tail -60 "$OUT/parity.log" ;;
     parityf) for f in ${PARITY_FILTERS:?set PARITY_FILTERS to op-name substrings}; do  # only the named op families
@@ -74,10 +74,15 @@ for task in "$@"; do
           --json "$OUT/bench-rec-$mode.json" > "$OUT/bench-rec-$mode.log" 2>&1
         note "bench rec $mode rc=$? $(grep -E 'ms/step|tokens/s|ratio|peak' "$OUT/bench-rec-$mode.log" | tr -s ' ' | tr '\n' ';')"
         head -45 "$OUT/bench-rec-$mode.log"; done ;;
-    kbench) for cfg in baseline-300s rec-2026-04-09; do  # each op of the preset's step alone at its shapes (issue 9)
+    kbench) for cfg in ${KBENCH_CONFIGS:-baseline-300s rec-2026-04-09}; do  # each op of the preset's step alone at its shapes (issue 9)
         # bench kernels reads no shards and no tokenizer, so the configs need none of the data overrides above.
         $BIN bench kernels --config configs/$cfg.toml --reps ${REPS:-30} --json "$OUT/kbench-$cfg.json" > "$OUT/kbench-$cfg.log" 2>&1
         note "bench kernels $cfg rc=$?"; cat "$OUT/kbench-$cfg.log"; done ;;
+    bench1672) [ -f data-local/bench/bench_train_000000.bin ] || encode_bench  # issue 8: the GDN hybrid's step
+      $BIN bench step --config configs/pr1672.toml --steps ${STEPS:-14} --profile 2 \
+        --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model \
+        --json "$OUT/bench-1672.json" > "$OUT/bench-1672.log" 2>&1
+      note "bench pr1672 rc=$? $(grep -E 'ms/step|tokens/s|peak' "$OUT/bench-1672.log" | tr -s ' ' | tr '\n' ';')"; head -60 "$OUT/bench-1672.log" ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
     base843) # issue 4: the reference's 843 steps with its LR trajectory replayed in steps: its wallclock warm-down
