@@ -66,8 +66,8 @@ double rel_error(const Tensor& got, const Tensor& ref) {
 
 constexpr ops::AttnFwdKernel kFwdKernels[] = {ops::AttnFwdKernel::Mma, ops::AttnFwdKernel::Wgmma64,
                                                ops::AttnFwdKernel::Wgmma128};
-constexpr ops::AttnBwdKernel kBwdKernels[] = {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma,
-                                               ops::AttnBwdKernel::WgmmaDqMma};
+constexpr ops::AttnBwdKernel kBwdKernels[] = {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma128,
+                                               ops::AttnBwdKernel::Wgmma64, ops::AttnBwdKernel::WgmmaDqMma};
 
 }  // namespace
 

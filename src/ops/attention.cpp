@@ -238,7 +238,8 @@ AttnBwdKernel attention_bwd_kernel_override() { return g_bwd_kernel.load(); }
 const char* attn_bwd_kernel_name(AttnBwdKernel k) {
   switch (k) {
     case AttnBwdKernel::V1: return "v1";
-    case AttnBwdKernel::Wgmma: return "wgmma";
+    case AttnBwdKernel::Wgmma128: return "wgmma128";
+    case AttnBwdKernel::Wgmma64: return "wgmma64";
     case AttnBwdKernel::WgmmaDqMma: return "wgmma-dqmma";
     default: return "auto";
   }

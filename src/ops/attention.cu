@@ -193,14 +193,19 @@ template <int kN> void launch_fwd_wgmma(const attn::FwdArgs& a, const Dims& d) {
   PG_CUDA_LAUNCH_CHECK("attention_forward (wgmma flash kernel)");
 }
 
+// The wgmma backward PGOLF_ATTN_BWD=wgmma means (not measured on the GPU yet).
+constexpr AttnBwdKernel kDefaultBwdWgmma = AttnBwdKernel::Wgmma128;
+
 AttnBwdKernel env_bwd_kernel() {
   static const AttnBwdKernel k = [] {
     const char* v = std::getenv("PGOLF_ATTN_BWD");
     if (!v || !*v) return AttnBwdKernel::Auto;
     if (!std::strcmp(v, "v1")) return AttnBwdKernel::V1;
-    if (!std::strcmp(v, "wgmma")) return AttnBwdKernel::Wgmma;
+    if (!std::strcmp(v, "wgmma")) return kDefaultBwdWgmma;
+    if (!std::strcmp(v, "wgmma128")) return AttnBwdKernel::Wgmma128;
+    if (!std::strcmp(v, "wgmma64")) return AttnBwdKernel::Wgmma64;
     if (!std::strcmp(v, "wgmma-dqmma")) return AttnBwdKernel::WgmmaDqMma;
-    PG_CHECK(false, "PGOLF_ATTN_BWD={}: expected v1, wgmma or wgmma-dqmma", v);
+    PG_CHECK(false, "PGOLF_ATTN_BWD={}: expected v1, wgmma, wgmma128, wgmma64 or wgmma-dqmma", v);
     return AttnBwdKernel::Auto;
   }();
   return k;
@@ -215,11 +220,12 @@ AttnBwdKernel choose_bwd_kernel() {
   return k == AttnBwdKernel::V1 || device_runs_wgmma() ? k : AttnBwdKernel::V1;
 }
 
-template <bool kDqWgmma> void launch_bwd_wgmma(const attn::BwdArgs& a, const Dims& d) {
-  static const bool opted_in = opt_in_smem(attn::flash_bwd_wgmma_kernel<kDqWgmma>, attn::kBwdWgSmemBytes);
+template <int kWgs, bool kDqWgmma> void launch_bwd_wgmma(const attn::BwdArgs& a, const Dims& d) {
+  using P = attn::BwdWgPlan<kWgs>;
+  static const bool opted_in = opt_in_smem(attn::flash_bwd_wgmma_kernel<kWgs, kDqWgmma>, P::kSmemBytes);
   (void)opted_in;
-  dim3 grid((d.T + attn::kBwdWgKeys - 1) / attn::kBwdWgKeys, d.Hkv, d.B);
-  attn::flash_bwd_wgmma_kernel<kDqWgmma><<<grid, attn::kBwdWgThreads, attn::kBwdWgSmemBytes, stream()>>>(a);
+  dim3 grid((d.T + P::kKeys - 1) / P::kKeys, d.Hkv, d.B);
+  attn::flash_bwd_wgmma_kernel<kWgs, kDqWgmma><<<grid, P::kThreads, P::kSmemBytes, stream()>>>(a);
 }
 
 }  // namespace
@@ -283,8 +289,9 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   attn::flash_bwd_prep_kernel<<<blocks_for_rows(static_cast<int64_t>(rows), 8), 256, 0, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash prep kernel)");
   switch (choose_bwd_kernel()) {
-    case AttnBwdKernel::Wgmma: launch_bwd_wgmma<true>(a, d); break;
-    case AttnBwdKernel::WgmmaDqMma: launch_bwd_wgmma<false>(a, d); break;
+    case AttnBwdKernel::Wgmma128: launch_bwd_wgmma<2, true>(a, d); break;
+    case AttnBwdKernel::Wgmma64: launch_bwd_wgmma<1, true>(a, d); break;
+    case AttnBwdKernel::WgmmaDqMma: launch_bwd_wgmma<2, false>(a, d); break;
     default: {
       dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
       static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);

@@ -35,35 +35,53 @@ PG_HD QueryBlocks bwd_query_blocks(int k0, int k_last, int T, bool causal, int w
 }
 
 // ---- the wgmma backward kernel (attention_bwd_wgmma.cuh) ----
-constexpr int kBwdWgKeys = 128;    // keys per block: warpgroup w owns keys 64w..64w+63
-constexpr int kBwdWgQRows = 64;    // query rows per iteration
-constexpr int kBwdWgThreads = 256;  // 2 warpgroups
-constexpr int kBwdDqStride = 72;   // floats per row of the fp32 dQ staging tiles (64 + 8: 2 wavefronts per
-                                   // float2 store of a warp, conflict-free float4 reads)
+// A block is kWgs warpgroups (1 or 2); warpgroup w owns keys 64w..64w+63 of the block's 64 kWgs keys.
+constexpr int kBwdWgQRows = 64;   // query rows per iteration
+constexpr int kBwdDqStride = 72;  // floats per row of the fp32 dQ staging tiles (64 + 8: 2 wavefronts per
+                                  // float2 store of a warp, conflict-free float4 reads)
+constexpr int kBwdDqTileFloats = kBwdWgQRows * kBwdDqStride;
 
 // Shared-memory plan (byte offsets from a 1024-byte-aligned base; every bf16 tile starts on a 1024-byte
 // boundary, as the 128-byte swizzle needs). Tiles are 64-element (128-byte) swizzled rows.
-constexpr int kBwdOffK = 0;                                     // K: 128 keys
-constexpr int kBwdOffV = kBwdOffK + kBwdWgKeys * 128;           // V: 128 keys
-constexpr int kBwdOffQ = kBwdOffV + kBwdWgKeys * 128;           // Q: 2 buffers x 64 queries
-constexpr int kBwdOffDo = kBwdOffQ + 2 * kBwdWgQRows * 128;     // dO: 2 buffers x 64 queries
-constexpr int kBwdOffDs = kBwdOffDo + 2 * kBwdWgQRows * 128;    // dS^T (bf16): 2 warpgroups x 64 keys x 64 queries
-constexpr int kBwdOffDq = kBwdOffDs + kBwdWgKeys * 128;  // dQ partials (f32): [2 iterations][2 warpgroups][64 x 72]
-constexpr int kBwdDqTileFloats = kBwdWgQRows * kBwdDqStride;
-constexpr int kBwdOffLse = kBwdOffDq + 4 * kBwdDqTileFloats * 4;            // lse: 2 buffers x 64 f32
-constexpr int kBwdOffDsum = kBwdOffLse + 2 * kBwdWgQRows * 4;               // Dsum: 2 buffers x 64 f32
-constexpr int kBwdWgSmemBytes = 1024 + kBwdOffDsum + 2 * kBwdWgQRows * 4;   // + alignment slack
-static_assert(kBwdOffQ % 1024 == 0 && kBwdOffDo % 1024 == 0 && kBwdOffDs % 1024 == 0 && kBwdOffDq % 16 == 0,
-              "wgmma tiles must start on 1024-byte boundaries");
-static_assert(kBwdWgSmemBytes <= 227 * 1024, "over the sm_90 per-block shared memory limit");
+template <int kWgs> struct BwdWgPlan {
+  static_assert(kWgs == 1 || kWgs == 2, "one or two warpgroups");
+  static constexpr int kKeys = 64 * kWgs, kThreads = 128 * kWgs;
+  static constexpr int kOffK = 0;                                // K: kKeys rows
+  static constexpr int kOffV = kOffK + kKeys * 128;              // V: kKeys rows
+  static constexpr int kOffQ = kOffV + kKeys * 128;              // Q: 2 buffers x 64 queries
+  static constexpr int kOffDo = kOffQ + 2 * kBwdWgQRows * 128;   // dO: 2 buffers x 64 queries
+  static constexpr int kOffDs = kOffDo + 2 * kBwdWgQRows * 128;  // dS^T (bf16): per warpgroup 64 keys x 64 queries
+  static constexpr int kOffDq = kOffDs + kKeys * 128;            // dQ partials (f32): [2 iterations][kWgs][64 x 72]
+  static constexpr int kOffLse = kOffDq + 2 * kWgs * kBwdDqTileFloats * 4;  // lse: 2 buffers x 64 f32
+  static constexpr int kOffDsum = kOffLse + 2 * kBwdWgQRows * 4;             // Dsum: 2 buffers x 64 f32
+  static constexpr int kSmemBytes = 1024 + kOffDsum + 2 * kBwdWgQRows * 4;   // + alignment slack
+  static constexpr int kReduceSteps = kBwdWgQRows * 64 / 4 / kThreads;      // float4s per thread per reduction
+  static_assert(kOffQ % 1024 == 0 && kOffDo % 1024 == 0 && kOffDs % 1024 == 0 && kOffDq % 16 == 0,
+                "wgmma tiles must start on 1024-byte boundaries");
+  static_assert(kSmemBytes <= 227 * 1024, "over the sm_90 per-block shared memory limit");
+};
+
+// Per-query flags of the block's keys k0 .. k0 + 64 nwg - 1 for a query whose visible keys are [lo, hi] (empty
+// if lo > hi): bit w (< nwg) = it sees at least one key (< T) of warpgroup w; bit 2 + w = it does not see all
+// 64 keys of warpgroup w (masking needed; keys past T are never visible). The kernel ORs them over the 64
+// queries of a query block.
+PG_HD uint32_t bwd_query_flags(int lo, int hi, int k0, int T, int nwg) {
+  uint32_t bits = 0;
+  for (int w = 0; w < nwg; ++w) {
+    const int kw = k0 + 64 * w, kw_last = kw + 63 < T - 1 ? kw + 63 : T - 1;
+    if ((lo > kw ? lo : kw) <= (hi < kw_last ? hi : kw_last)) bits |= 1u << w;
+    if (!(lo <= kw && hi >= kw + 63)) bits |= 4u << w;
+  }
+  return bits;
+}
 
 // Float index of dQ element (row, col) in a warpgroup's staging tile (each thread stores float2 pairs of
-// its accumulator fragment there). The tile of iteration it, warpgroup w starts at float (2 (it % 2) + w) *
-// kBwdDqTileFloats.
+// its accumulator fragment there). The tile of iteration it, warpgroup w starts at float
+// ((it % 2) kWgs + w) kBwdDqTileFloats.
 PG_HD int bwd_dq_stage_index(int row, int col) { return row * kBwdDqStride + col; }
-// The reduction pass: thread tid (0..255), step i (0..3) sums the float4 of both staging tiles at
-// (row, col..col+3) and adds it to the global dQ accumulators; a warp covers two full query rows.
-PG_HD int bwd_dq_reduce_row(int tid, int i) { return (i * kBwdWgThreads + tid) >> 4; }
-PG_HD int bwd_dq_reduce_col(int tid, int i) { return ((i * kBwdWgThreads + tid) & 15) * 4; }
+// The reduction pass: thread tid (< threads), step i (< 1024 / threads) sums the float4 of the staging tiles
+// at (row, col..col+3) and adds it to the global dQ accumulators; a warp covers two full query rows.
+PG_HD int bwd_dq_reduce_row(int tid, int i, int threads) { return (i * threads + tid) >> 4; }
+PG_HD int bwd_dq_reduce_col(int tid, int i, int threads) { return ((i * threads + tid) & 15) * 4; }
 
 }  // namespace pgolf::ops::cuda::attn

@@ -2,10 +2,12 @@
 // Hopper attention backward (bf16, head_dim 64) with warpgroup MMAs (wgmma, sm_90a): the main kernel only;
 // the Dsum prep kernel, the fp32 dQ scratch and its conversion kernel are v1's (attention_bwd.cuh), and so
 // are the inputs, outputs, masks and the query-block bounds (attention_bwd_layout.h). attention.cu picks
-// the kernel (PGOLF_ATTN_BWD=v1|wgmma|wgmma-dqmma); v1 stays the fallback off compute capability 9.0.
+// the kernel (PGOLF_ATTN_BWD=v1|wgmma|wgmma128|wgmma64|wgmma-dqmma); v1 stays the fallback off compute
+// capability 9.0.
 //
-// One block = 2 warpgroups (256 threads) = 128 keys of one (kv head, batch): warpgroup w owns keys
-// k0 + 64w .. k0 + 64w + 63, and inside it warp i keys 16i..16i+15 (the wgmma accumulator rows, wgmma.cuh).
+// One block = kWgs warpgroups (wgmma128: 2, one block per SM; wgmma64: 1, two blocks per SM) = 64 kWgs keys
+// of one (kv head, batch): warpgroup w owns keys k0 + 64w .. k0 + 64w + 63, and inside it warp i keys
+// 16i..16i+15 (the wgmma accumulator rows, wgmma.cuh).
 // Keys are the M dimension of everything the warpgroup computes ("transposed" orientation, as v1), so dV and
 // dK accumulate in registers over the whole walk and the block owns its dK/dV rows exclusively. The block
 // walks every query head of the GQA group and every 64-row query block that can see its keys; per query
@@ -19,9 +21,9 @@
 //     keys) and read back as the MN-major ("transposed", imm-trans-a) A operand, B = K_w MN-major. Variant
 //     kDqWgmma = false computes this product with mma.sync + ldmatrix.trans instead (v1's code): a
 //     diagnostic -- if only `wgmma` gets dq wrong, the transposed-A path is at fault.
-// The two warpgroups' dQ partials (fp32) are staged in shared memory and, after the next iteration's barrier,
-// summed and added to the fp32 dQ scratch with one float4 atomic per 4 elements (half of v1's atomics per key:
-// 128 keys per block instead of 64) while that iteration's first MMAs run.
+// The warpgroups' dQ partials (fp32) are staged in shared memory and, after the next iteration's barrier,
+// summed and added to the fp32 dQ scratch with one float4 atomic per 4 elements (with 2 warpgroups half of
+// v1's atomics per key: 128 keys per block instead of 64) while that iteration's first MMAs run.
 // A warpgroup none of whose keys the query block can see skips its MMAs (causal diagonal, windows, documents,
 // keys past T); a query block neither can see is skipped whole.
 //
@@ -29,13 +31,14 @@
 // partials are staged), one warpgroup barrier (the warpgroup's dS^T tile is stored). Everything written per
 // iteration is double-buffered by parity, so the barrier separates each write from the reads of two
 // iterations earlier; the loads of iteration it + 1 are issued right after iteration it's barrier, into the
-// buffers iteration it - 1 used. No warp specialisation yet: all 256 threads issue the cp.async loads, and a
+// buffers iteration it - 1 used. No warp specialisation yet: all threads issue the cp.async loads, and a
 // warpgroup's MMAs run in two batches, (S, dP) then (dV, dK, dQ), with the softmax-gradient math in between.
 //
-// Shared memory (attention_bwd_layout.h): K, V 16 KiB each, Q and dO 2 x 8 KiB each, dS^T 16 KiB, dQ staging
-// 2 iterations x 2 warpgroups x 18 KiB, lse/Dsum 1 KiB: 154 KiB (+1 KiB alignment), one block (8 warps) per
-// SM. Registers (ptxas, CUDA 13.0: 227 per thread, no spills): dK, dV accumulators 64 for the whole walk, S^T
-// and dP^T 64 more, then the P / dS fragments (32) and dQ (32).
+// Shared memory (attention_bwd_layout.h, per warpgroup): K, V 8 KiB each, dS^T 8 KiB, dQ staging 2 iterations
+// x 18 KiB; shared: Q and dO 2 x 8 KiB each, lse/Dsum 1 KiB. wgmma128: 154 KiB (+1 KiB alignment), one block
+// (8 warps) per SM; wgmma64: 94 KiB, two blocks (2 x 4 warps). Registers (ptxas, CUDA 13.0: about 227 per
+// thread, no spills): dK, dV accumulators 64 for the whole walk, S^T and dP^T 64 more, then the P / dS
+// fragments (32) and dQ (32).
 #include <cstdint>
 
 #include "ops/attention_bwd.cuh"
@@ -46,50 +49,55 @@
 namespace pgolf::ops::cuda::attn {
 
 // Loads a kRows x 64 bf16 tile (row r at base + r * row_stride elements; rows >= valid zero-filled) into
-// the 128-byte-swizzled layout (wgmma::sw128_byte) at shared address `dst`, all 256 threads taking part.
+// the 128-byte-swizzled layout (wgmma::sw128_byte) at shared address `dst`, all kThreads threads taking part.
 // Rows past `valid` read nothing, but their source address is clamped to row 0, which always exists.
-template <int kRows>
+template <int kRows, int kThreads>
 __device__ __forceinline__ void bwd_load_tile(uint32_t dst, const uint16_t* base, int64_t row_stride, int valid,
                                               int tid) {
 #pragma unroll
-  for (int i = 0; i < kRows * 8 / kBwdWgThreads; ++i) {
-    const int chunk = tid + i * kBwdWgThreads, row = chunk >> 3, c = chunk & 7;
+  for (int i = 0; i < kRows * 8 / kThreads; ++i) {
+    const int chunk = tid + i * kThreads, row = chunk >> 3, c = chunk & 7;
     const bool ok = row < valid;
     cp_async16(dst + wgmma::sw128_byte(row, c * 8), base + (ok ? row : 0) * row_stride + c * 8, ok ? 16 : 0);
   }
 }
 
-__device__ __forceinline__ void bwd_named_barrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+// Barrier of the 128 threads of warpgroup wg (ids 1, 2; __syncthreads is 0). Immediate ids keep ptxas from
+// reserving all 16 barriers of the block.
+__device__ __forceinline__ void bwd_warpgroup_barrier(int wg) {
+  if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-template <bool kDqWgmma>
-__global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdArgs a) {
+template <int kWgs, bool kDqWgmma>
+__global__ void __launch_bounds__(BwdWgPlan<kWgs>::kThreads, 3 - kWgs) flash_bwd_wgmma_kernel(BwdArgs a) {
 #if PGOLF_WGMMA_AVAILABLE
+  using P = BwdWgPlan<kWgs>;
+  constexpr int kKeys = P::kKeys, kThreads = P::kThreads;
   extern __shared__ uint8_t bwd_wg_smem[];
   __shared__ int s_lo[2][kBwdWgQRows], s_hi[2][kBwdWgQRows];  // [buffer]: visible key range of each query row
   __shared__ uint32_t s_flags[2][2];  // [buffer][warp 0 | 1]: OR over its queries of the bits below
   const uint32_t raw_addr = smem_addr(bwd_wg_smem);
   uint8_t* smem = bwd_wg_smem + ((1024 - (raw_addr & 1023)) & 1023);
   const uint32_t base = smem_addr(smem);
-  float* s_dq = reinterpret_cast<float*>(smem + kBwdOffDq);     // [2][64 x kBwdDqStride]
-  float* s_lse = reinterpret_cast<float*>(smem + kBwdOffLse);   // [2][64]
-  float* s_dsum = reinterpret_cast<float*>(smem + kBwdOffDsum);  // [2][64]
+  float* s_dq = reinterpret_cast<float*>(smem + P::kOffDq);      // [2][kWgs][64 x kBwdDqStride]
+  float* s_lse = reinterpret_cast<float*>(smem + P::kOffLse);    // [2][64]
+  float* s_dsum = reinterpret_cast<float*>(smem + P::kOffDsum);  // [2][64]
 
   const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
   const int kb = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const int T = a.T, group = a.Hq / a.Hkv;
-  const int k0 = kb * kBwdWgKeys, k_last = min(k0 + kBwdWgKeys, T) - 1;
+  const int k0 = kb * kKeys, k_last = min(k0 + kKeys, T) - 1;
   const int64_t q_stride = static_cast<int64_t>(a.Hq) * 64, kv_stride = static_cast<int64_t>(a.Hkv) * 64;
   const int32_t* doc_b = a.doc ? a.doc + static_cast<int64_t>(b) * T : nullptr;
   constexpr float kLog2e = 1.4426950408889634f;
 
   const int64_t kv_off = (static_cast<int64_t>(b) * T + k0) * a.Hkv + hk;
-  bwd_load_tile<kBwdWgKeys>(base + kBwdOffK, a.k + kv_off * 64, kv_stride, T - k0, tid);
-  bwd_load_tile<kBwdWgKeys>(base + kBwdOffV, a.v + kv_off * 64, kv_stride, T - k0, tid);
+  bwd_load_tile<kKeys, kThreads>(base + P::kOffK, a.k + kv_off * 64, kv_stride, T - k0, tid);
+  bwd_load_tile<kKeys, kThreads>(base + P::kOffV, a.v + kv_off * 64, kv_stride, T - k0, tid);
   cp_async_commit();
 
-  const QueryBlocks qblocks = bwd_query_blocks(k0, k_last, T, a.causal, a.window, doc_b, kBwdWgQRows);
+  const QueryBlocks qblocks = bwd_query_blocks(k0, k_last, T, a.causal, a.window, doc_b, kBwdWgQRows);  // (k0 % 64 == 0)
   const int qb_begin = qblocks.qb_begin;
   const int n_qb = qblocks.q_end / kBwdWgQRows - qb_begin + 1, n_it = group * n_qb;
   const bool rows_aligned = (T & 3) == 0;
@@ -98,9 +106,10 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
   auto issue = [&](int it, int buf) {
     const int hq = hk * group + it / n_qb, q0 = (qb_begin + it % n_qb) * kBwdWgQRows;
     const int64_t head_off = (static_cast<int64_t>(b) * T * a.Hq + hq) * 64 + q0 * q_stride;
-    bwd_load_tile<kBwdWgQRows>(base + kBwdOffQ + buf * kBwdWgQRows * 128, a.q + head_off, q_stride, T - q0, tid);
-    bwd_load_tile<kBwdWgQRows>(base + kBwdOffDo + buf * kBwdWgQRows * 128, a.dout + head_off, q_stride, T - q0,
-                               tid);
+    bwd_load_tile<kBwdWgQRows, kThreads>(base + P::kOffQ + buf * kBwdWgQRows * 128, a.q + head_off, q_stride,
+                                         T - q0, tid);
+    bwd_load_tile<kBwdWgQRows, kThreads>(base + P::kOffDo + buf * kBwdWgQRows * 128, a.dout + head_off, q_stride,
+                                         T - q0, tid);
     const int64_t row_off = (static_cast<int64_t>(b) * a.Hq + hq) * T + q0;
     if (tid < 16)
       load_row64_async(s_lse + buf * kBwdWgQRows, a.lse + row_off, T - q0, tid, rows_aligned);
@@ -111,8 +120,8 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
   cp_async_commit();  // (with K and V: the first iteration waits for all groups)
 
   // This warpgroup's operands: its 64 rows of K and V, its dS^T tile.
-  const uint32_t k_w = base + kBwdOffK + wg * 64 * 128, v_w = base + kBwdOffV + wg * 64 * 128;
-  const uint32_t ds_w = base + kBwdOffDs + wg * 64 * 128;
+  const uint32_t k_w = base + P::kOffK + wg * 64 * 128, v_w = base + P::kOffV + wg * 64 * 128;
+  const uint32_t ds_w = base + P::kOffDs + wg * 64 * 128;
   const int kw0 = k0 + 64 * wg;                                // the warpgroup's first key
   const int key0 = kw0 + wgmma::acc_row(wtid, 0), key1 = key0 + 8;  // this thread's accumulator rows
 
@@ -123,16 +132,15 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
   // dQ scratch += the sum of the staged partials of iteration `it` (of the warpgroups in `flags` bits 0, 1):
   // float4 atomics, a warp covering two whole query rows.
   auto reduce_dq = [&](int it, uint32_t flags, int hq, int q0) {
-    const float* st0 = s_dq + (2 * (it & 1)) * kBwdDqTileFloats;
-    const float* st1 = st0 + kBwdDqTileFloats;
+    const float* st0 = s_dq + (it & 1) * kWgs * kBwdDqTileFloats;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int row = bwd_dq_reduce_row(tid, i), col = bwd_dq_reduce_col(tid, i), q = q0 + row;
+    for (int i = 0; i < P::kReduceSteps; ++i) {
+      const int row = bwd_dq_reduce_row(tid, i, kThreads), col = bwd_dq_reduce_col(tid, i, kThreads), q = q0 + row;
       if (q >= T) continue;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (flags & 1u) v = *reinterpret_cast<const float4*>(st0 + bwd_dq_stage_index(row, col));
-      if (flags & 2u) {
-        const float4 w = *reinterpret_cast<const float4*>(st1 + bwd_dq_stage_index(row, col));
+      if (kWgs == 2 && (flags & 2u)) {
+        const float4 w = *reinterpret_cast<const float4*>(st0 + kBwdDqTileFloats + bwd_dq_stage_index(row, col));
         v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
       }
       atomicAdd(reinterpret_cast<float4*>(a.dq_acc + ((static_cast<int64_t>(b) * T + q) * a.Hq + hq) * 64 + col), v);
@@ -152,17 +160,11 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
     const int hq = hk * group + it / n_qb, q0 = (qb_begin + it % n_qb) * kBwdWgQRows;
     if (tid < kBwdWgQRows) {
       // Row ranges of the block's queries, and per warpgroup whether any query sees any of its keys (bits
-      // 0, 1) and whether some query does not see all of them (bits 2, 3: masking needed).
+      // 0, 1) and whether some query does not see all of them (bits 2, 3: masking needed), see
+      // bwd_query_flags.
       const RowRange r = row_range(q0 + tid, T, a.causal, a.window, doc_b);
       s_lo[buf][tid] = r.lo, s_hi[buf][tid] = r.hi;
-      uint32_t bits = 0;
-#pragma unroll
-      for (int w = 0; w < 2; ++w) {
-        const int kw = k0 + 64 * w;
-        if (max(r.lo, kw) <= min(r.hi, min(kw + 63, T - 1))) bits |= 1u << w;
-        if (!(r.lo <= kw && r.hi >= kw + 63)) bits |= 4u << w;
-      }
-      bits = __reduce_or_sync(0xffffffffu, bits);
+      const uint32_t bits = __reduce_or_sync(0xffffffffu, bwd_query_flags(r.lo, r.hi, k0, T, kWgs));
       if (lane == 0) s_flags[buf][tid >> 5] = bits;
     }
     cp_async_wait<0>();                // this iteration's tiles, issued one iteration ago
@@ -176,8 +178,8 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
     // s_flags is double-buffered: a thread that skips ahead writes the other buffer.
     const uint32_t flags = s_flags[buf][0] | s_flags[buf][1];
     const bool active = (flags >> wg) & 1u, need_mask = (flags >> (2 + wg)) & 1u;
-    const uint32_t q_addr = base + kBwdOffQ + buf * kBwdWgQRows * 128;
-    const uint32_t do_addr = base + kBwdOffDo + buf * kBwdWgQRows * 128;
+    const uint32_t q_addr = base + P::kOffQ + buf * kBwdWgQRows * 128;
+    const uint32_t do_addr = base + P::kOffDo + buf * kBwdWgQRows * 128;
 
     // The previous iteration's partials were staged before the barrier above; their tiles are next written
     // in iteration it + 1, after the next barrier. An active warpgroup reduces them while its first MMAs run.
@@ -227,7 +229,7 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
       // dS^T = P^T (dP^T - Dsum); bf16 A fragments of P^T and dS^T (k-step kk = queries 16kk..16kk+15), and
       // dS^T into this warpgroup's shared tile for the dQ product (rows = keys, 128-byte swizzle).
       uint32_t pa[4][4], dsa[4][4];
-      uint8_t* ds_tile = smem + kBwdOffDs + wg * 64 * 128;
+      uint8_t* ds_tile = smem + P::kOffDs + wg * 64 * 128;
       const int r0 = wgmma::acc_row(wtid, 0);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
@@ -258,7 +260,7 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
       float dq[32];
       if constexpr (kDqWgmma) {
         wgmma::fence_proxy_async_smem();  // the dS^T stores above, for the async proxy
-        bwd_named_barrier(1 + wg, 128);   // the warpgroup's whole dS^T tile is stored
+        bwd_warpgroup_barrier(wg);        // the warpgroup's whole dS^T tile is stored
         wgmma::fence();
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
@@ -268,7 +270,7 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
         wgmma::wait_group<0>();
         wgmma::fence_operand(dq);
       } else {
-        bwd_named_barrier(1 + wg, 128);
+        bwd_warpgroup_barrier(wg);
         // Warp `warp` computes queries 16 warp .. 16 warp + 15 (its accumulator rows) with mma.sync: A = dS
         // (queries x keys) by ldmatrix.trans from the dS^T tile, B = K_w by ldmatrix.trans; the m16n8 C
         // fragment of column tile j is accumulator registers 4j..4j+3.
@@ -304,7 +306,7 @@ __global__ void __launch_bounds__(kBwdWgThreads, 1) flash_bwd_wgmma_kernel(BwdAr
 
       // Stage this warpgroup's dQ partial (rows = queries) for the sum with the other warpgroup's, reduced
       // by the next iteration (or after the loop).
-      float* stage = s_dq + (2 * buf + wg) * kBwdDqTileFloats;
+      float* stage = s_dq + (buf * kWgs + wg) * kBwdDqTileFloats;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int col = wgmma::acc_col(wtid, 4 * j);

@@ -300,7 +300,8 @@ void attention_bwd_kernel_cases(std::vector<CaseMaker>& out, uint64_t seed) {
     int window;
     bool docs, causal, big;
   };
-  for (AttnBwdKernel kern : {AttnBwdKernel::Wgmma, AttnBwdKernel::WgmmaDqMma, AttnBwdKernel::V1}) {
+  for (AttnBwdKernel kern :
+       {AttnBwdKernel::Wgmma128, AttnBwdKernel::Wgmma64, AttnBwdKernel::WgmmaDqMma, AttnBwdKernel::V1}) {
     for (const W w : {W{1, 7, 2, 1, 0, false, true, false}, W{2, 37, 4, 2, 0, false, true, false},
                       W{1, 200, 2, 2, 0, false, false, false}, W{2, 300, 4, 2, 0, false, true, false},
                       W{1, 130, 4, 1, 24, false, true, false}, W{1, 300, 2, 1, 100, false, true, false},

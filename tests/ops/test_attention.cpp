@@ -258,13 +258,13 @@ TEST(OpsAttention, BadInputsNameTheOp) {
 TEST(OpsAttention, BackwardKernelOverrideRoundTrips) {
   ASSERT_EQ(ops::attention_bwd_kernel_override(), ops::AttnBwdKernel::Auto);
   std::set<std::string> names;
-  for (ops::AttnBwdKernel k : {ops::AttnBwdKernel::Auto, ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma,
-                               ops::AttnBwdKernel::WgmmaDqMma}) {
+  for (ops::AttnBwdKernel k : {ops::AttnBwdKernel::Auto, ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma128,
+                               ops::AttnBwdKernel::Wgmma64, ops::AttnBwdKernel::WgmmaDqMma}) {
     ops::set_attention_bwd_kernel(k);
     EXPECT_EQ(ops::attention_bwd_kernel_override(), k);
     names.insert(ops::attn_bwd_kernel_name(k));
   }
   ops::set_attention_bwd_kernel(ops::AttnBwdKernel::Auto);
-  EXPECT_EQ(names.size(), 4u);
-  EXPECT_TRUE(names.count("wgmma") && names.count("v1"));  // the PGOLF_ATTN_BWD spellings
+  EXPECT_EQ(names.size(), 5u);
+  for (const char* n : {"v1", "wgmma128", "wgmma64", "wgmma-dqmma"}) EXPECT_TRUE(names.count(n)) << n;  // PGOLF_ATTN_BWD
 }

@@ -69,7 +69,7 @@ TEST(GpuParitySetup, CaseListCoversEveryOpFamilyWithUniqueInputs) {
 // separately; the cases build and their CPU side runs (the kernel forcing is a no-op there).
 TEST(GpuParitySetup, EveryAttentionBackwardKernelHasCases) {
   int built = 0;
-  for (const char* kern : {"v1", "wgmma", "wgmma-dqmma"}) {
+  for (const char* kern : {"v1", "wgmma128", "wgmma64", "wgmma-dqmma"}) {
     const std::string prefix = std::string("attention_bwd[") + kern + "]";
     int n = 0;
     for (const CaseMaker& m : all_cases(3)) {
@@ -90,7 +90,7 @@ TEST(GpuParitySetup, EveryAttentionBackwardKernelHasCases) {
     }
     EXPECT_GE(n, 10) << prefix;
   }
-  EXPECT_GE(built, 3);
+  EXPECT_GE(built, 4);
 }
 
 TEST(GpuParitySetup, TableAndJsonReportFailures) {

@@ -152,20 +152,21 @@ TEST(WgmmaLayout, ModelReadsTheForwardKernelsOperands) {
 }
 
 // Every shared-memory operand of the backward kernel (attention_bwd_wgmma.cuh), through the same descriptor
-// helpers and shared-memory plan it uses.
-TEST(WgmmaLayout, BackwardOperandsReadTheIntendedElements) {
-  using namespace pgolf::ops::cuda::attn;
+// helpers and shared-memory plan it uses, for a block of kWgs warpgroups.
+template <int kWgs> void check_backward_operands() {
+  using P = pgolf::ops::cuda::attn::BwdWgPlan<kWgs>;
+  constexpr int kQRows = pgolf::ops::cuda::attn::kBwdWgQRows;
   const uint32_t base = 1024 * 5;  // any 1024-aligned shared address
-  Smem m(base, kBwdOffDq);          // the bf16 tiles: K, V, Q x 2, dO x 2, dS^T x 2
-  fill_tile(m, base + kBwdOffK, 128, 0);
-  fill_tile(m, base + kBwdOffV, 128, 0);
-  fill_tile(m, base + kBwdOffQ, 128, 0);   // both buffers: rows 64.. are buffer 1
-  fill_tile(m, base + kBwdOffDo, 128, 0);
+  Smem m(base, P::kOffDq);          // the bf16 tiles: K, V, Q x 2, dO x 2, dS^T per warpgroup
+  fill_tile(m, base + P::kOffK, P::kKeys, 0);
+  fill_tile(m, base + P::kOffV, P::kKeys, 0);
+  fill_tile(m, base + P::kOffQ, 128, 0);  // both buffers: rows 64.. are buffer 1
+  fill_tile(m, base + P::kOffDo, 128, 0);
 
-  for (int wg = 0; wg < 2; ++wg) {
-    const uint32_t k_w = base + kBwdOffK + wg * 64 * 128, v_w = base + kBwdOffV + wg * 64 * 128;
+  for (int wg = 0; wg < kWgs; ++wg) {
+    const uint32_t k_w = base + P::kOffK + wg * 64 * 128, v_w = base + P::kOffV + wg * 64 * 128;
     for (int buf = 0; buf < 2; ++buf) {
-      const uint32_t q = base + kBwdOffQ + buf * kBwdWgQRows * 128, dO = base + kBwdOffDo + buf * kBwdWgQRows * 128;
+      const uint32_t q = base + P::kOffQ + buf * kQRows * 128, dO = base + P::kOffDo + buf * kQRows * 128;
       for (int kk = 0; kk < 4; ++kk)
         for (int mn = 0; mn < 64; ++mn)
           for (int k = 0; k < 16; ++k) {
@@ -190,15 +191,19 @@ TEST(WgmmaLayout, BackwardOperandsReadTheIntendedElements) {
     }
   }
 }
+TEST(WgmmaLayout, BackwardOperandsReadTheIntendedElements) {
+  check_backward_operands<1>();
+  check_backward_operands<2>();
+}
 
 // dS^T as the kernel stores it from the accumulator fragment (rows = keys, columns = queries, bf16 pairs at
 // sw128_byte(row, col)), read back as dQ's MN-major A operand (M = queries, K = keys), is the matrix dS.
 TEST(WgmmaLayout, StoredDsTransposeReadsBackAsDs) {
-  using namespace pgolf::ops::cuda::attn;
+  using P = pgolf::ops::cuda::attn::BwdWgPlan<2>;
   const uint32_t base = 1024 * 7;
-  Smem m(base, kBwdOffDq);
+  Smem m(base, P::kOffDq);
   for (int wg = 0; wg < 2; ++wg) {
-    const uint32_t ds_w = base + kBwdOffDs + wg * 64 * 128;
+    const uint32_t ds_w = base + P::kOffDs + wg * 64 * 128;
     for (int t = 0; t < kThreads; ++t) {
       const int r0 = wgmma::acc_row(t, 0);
       for (int j = 0; j < 8; ++j) {
@@ -222,8 +227,9 @@ TEST(WgmmaLayout, StoredDsTransposeReadsBackAsDs) {
   }
 }
 
-TEST(WgmmaLayout, DqStagingAndReductionCoverTheTileOnce) {
+template <int kWgs> void check_dq_staging() {
   using namespace pgolf::ops::cuda::attn;
+  using P = BwdWgPlan<kWgs>;
   std::vector<int> staged(kBwdDqTileFloats, -1);
   for (int t = 0; t < kThreads; ++t)
     for (int r = 0; r < 32; ++r) {
@@ -237,9 +243,9 @@ TEST(WgmmaLayout, DqStagingAndReductionCoverTheTileOnce) {
       staged[idx] = row * 64 + col;
     }
   std::vector<int> reduced(64 * 64, 0);
-  for (int tid = 0; tid < kBwdWgThreads; ++tid)
-    for (int i = 0; i < 4; ++i) {
-      const int row = bwd_dq_reduce_row(tid, i), col = bwd_dq_reduce_col(tid, i);
+  for (int tid = 0; tid < P::kThreads; ++tid)
+    for (int i = 0; i < P::kReduceSteps; ++i) {
+      const int row = bwd_dq_reduce_row(tid, i, P::kThreads), col = bwd_dq_reduce_col(tid, i, P::kThreads);
       ASSERT_TRUE(row < 64 && col % 4 == 0 && col < 64);
       const int idx = bwd_dq_stage_index(row, col);
       ASSERT_EQ(idx % 4, 0) << "float4 read misaligned";
@@ -249,29 +255,41 @@ TEST(WgmmaLayout, DqStagingAndReductionCoverTheTileOnce) {
       }
       // A warp's 32 float4 reads cover two whole query rows (one 256-byte global row each).
       if (tid % 32 == 0) {
-        EXPECT_EQ(bwd_dq_reduce_row(tid + 31, i), row + 1);
+        EXPECT_EQ(bwd_dq_reduce_row(tid + 31, i, P::kThreads), row + 1);
       }
     }
   for (int i = 0; i < 64 * 64; ++i) ASSERT_EQ(reduced[i], 1) << i;
 }
+TEST(WgmmaLayout, DqStagingAndReductionCoverTheTileOnce) {
+  check_dq_staging<1>();
+  check_dq_staging<2>();
+}
 
-TEST(WgmmaLayout, BackwardSharedMemoryPlanDoesNotOverlap) {
+template <int kWgs> void check_plan() {
   using namespace pgolf::ops::cuda::attn;
-  const int regions[][2] = {{kBwdOffK, kBwdWgKeys * 128},
-                            {kBwdOffV, kBwdWgKeys * 128},
-                            {kBwdOffQ, 2 * kBwdWgQRows * 128},
-                            {kBwdOffDo, 2 * kBwdWgQRows * 128},
-                            {kBwdOffDs, kBwdWgKeys * 128},
-                            {kBwdOffDq, 4 * kBwdDqTileFloats * 4},
-                            {kBwdOffLse, 2 * kBwdWgQRows * 4},
-                            {kBwdOffDsum, 2 * kBwdWgQRows * 4}};
+  using P = BwdWgPlan<kWgs>;
+  const int regions[][2] = {{P::kOffK, P::kKeys * 128},
+                            {P::kOffV, P::kKeys * 128},
+                            {P::kOffQ, 2 * kBwdWgQRows * 128},
+                            {P::kOffDo, 2 * kBwdWgQRows * 128},
+                            {P::kOffDs, P::kKeys * 128},
+                            {P::kOffDq, 2 * kWgs * kBwdDqTileFloats * 4},
+                            {P::kOffLse, 2 * kBwdWgQRows * 4},
+                            {P::kOffDsum, 2 * kBwdWgQRows * 4}};
   int end = 0;
   for (const auto& r : regions) {
     EXPECT_EQ(r[0], end) << "regions must be packed in order";
     end = r[0] + r[1];
   }
-  EXPECT_EQ(kBwdWgSmemBytes, 1024 + end);
+  EXPECT_EQ(P::kSmemBytes, 1024 + end);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(regions[i][0] % 1024, 0);
+  EXPECT_EQ(P::kReduceSteps * P::kThreads * 4, 64 * 64);
+}
+TEST(WgmmaLayout, BackwardSharedMemoryPlanDoesNotOverlap) {
+  check_plan<1>();
+  check_plan<2>();
+  // Two blocks of one warpgroup fit an SM (228 KiB, 1 KiB of it reserved per block).
+  EXPECT_LE(2 * (pgolf::ops::cuda::attn::BwdWgPlan<1>::kSmemBytes + 2048), 228 * 1024);
 }
 
 // bwd_query_blocks (both backward kernels): every query that sees a key of [k0, k_last] lies in the query
@@ -311,6 +329,30 @@ TEST(WgmmaLayout, QueryBlocksCoverEveryQueryThatSeesTheKeys) {
           EXPECT_EQ(qb.q_end, last);
         }
       }
+    }
+  }
+}
+
+// bwd_query_flags against brute force over the block's 128 keys, for every kind of visible range.
+TEST(WgmmaLayout, QueryFlagsSayWhichWarpgroupsSeeKeysAndWhichNeedMasks) {
+  using namespace pgolf::ops::cuda::attn;
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 20000; ++trial) {
+    const int nwg = 1 + trial % 2, keys = 64 * nwg;
+    const int T = 1 + static_cast<int>(rng() % 400), k0 = keys * static_cast<int>(rng() % ((T + keys - 1) / keys));
+    int lo = static_cast<int>(rng() % (T + 1)), hi = static_cast<int>(rng() % T);
+    if (trial % 7 == 0) lo = 1, hi = 0;  // a query row past T (or with nothing visible)
+    const uint32_t f = bwd_query_flags(lo, hi, k0, T, nwg);
+    ASSERT_EQ(f & ~((1u << nwg) - 1) & 3u, 0u) << "a flag for a warpgroup the block does not have";
+    for (int w = 0; w < nwg; ++w) {
+      bool any = false, all = true;
+      for (int j = k0 + 64 * w; j < k0 + 64 * w + 64; ++j) {
+        const bool vis = j < T && lo <= j && j <= hi;
+        any = any || vis;
+        all = all && vis;
+      }
+      ASSERT_EQ(((f >> w) & 1u) != 0, any) << "T " << T << " k0 " << k0 << " [" << lo << ", " << hi << "] w " << w;
+      ASSERT_EQ(((f >> (2 + w)) & 1u) != 0, !all) << "T " << T << " k0 " << k0 << " [" << lo << ", " << hi << "]";
     }
   }
 }
