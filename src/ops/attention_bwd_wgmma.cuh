@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(BwdWgPlan<kWgs>::kThreads, 3 - kWgs) flash_bwd
   bwd_load_tile<kKeys, kThreads>(base + P::kOffV, a.v + kv_off * 64, kv_stride, T - k0, tid);
   cp_async_commit();
 
-  const QueryBlocks qblocks = bwd_query_blocks(k0, k_last, T, a.causal, a.window, doc_b, kBwdWgQRows);  // (k0 % 64 == 0)
+  const QueryBlocks qblocks = bwd_query_blocks(k0, k_last, T, a.causal, a.window, doc_b, kBwdWgQRows);
   const int qb_begin = qblocks.qb_begin;
   const int n_qb = qblocks.q_end / kBwdWgQRows - qb_begin + 1, n_it = group * n_qb;
   const bool rows_aligned = (T & 3) == 0;
