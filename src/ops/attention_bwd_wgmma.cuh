@@ -20,7 +20,7 @@
 //   dQ_w (64 queries x 64 dims) = dS_w K_w : dS^T is stored to shared memory (bf16, 128-byte swizzle, rows =
 //     keys) and read back as the MN-major ("transposed", imm-trans-a) A operand, B = K_w MN-major. Variant
 //     kDqWgmma = false computes this product with mma.sync + ldmatrix.trans instead (v1's code): a
-//     diagnostic -- if only `wgmma` gets dq wrong, the transposed-A path is at fault.
+//     diagnostic (wgmma-dqmma) -- if only wgmma128 / wgmma64 get dq wrong, the transposed-A path is at fault.
 // The warpgroups' dQ partials (fp32) are staged in shared memory and, after the next iteration's barrier,
 // summed and added to the fp32 dQ scratch with one float4 atomic per 4 elements (with 2 warpgroups half of
 // v1's atomics per key: 128 keys per block instead of 64) while that iteration's first MMAs run.
