@@ -1,5 +1,5 @@
-// `pgolf bench attention`: speed of the fused attention kernels, and (--check) their agreement with the
-// CPU op on a small shape.
+// `pgolf bench attention`: speed of the fused attention kernels (each forward and backward kernel forced
+// in turn), and (--check) their agreement with the CPU op on small shapes.
 #include "cli/bench_kernels.h"
 
 #include <algorithm>
@@ -66,6 +66,8 @@ double rel_error(const Tensor& got, const Tensor& ref) {
 
 constexpr ops::AttnFwdKernel kFwdKernels[] = {ops::AttnFwdKernel::Mma, ops::AttnFwdKernel::Wgmma64,
                                                ops::AttnFwdKernel::Wgmma128};
+constexpr ops::AttnBwdKernel kBwdKernels[] = {ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma128,
+                                               ops::AttnBwdKernel::Wgmma64, ops::AttnBwdKernel::WgmmaDqMma};
 
 }  // namespace
 
@@ -96,6 +98,14 @@ std::vector<Row> bench_attention(const Options& o, const AttnShape& s) {
   fwd();
   ms = median_ms(o, bwd);
   rows.push_back({"attention bwd " + shape, ms, 2.5 * fwd_flop / ms / 1e9, 0.0, ""});
+  // Each backward kernel forced (ops/attention.h; a wgmma one falls back to v1 off compute capability 9.0).
+  for (ops::AttnBwdKernel kern : kBwdKernels) {
+    ops::set_attention_bwd_kernel(kern);
+    const double kms = median_ms(o, bwd);
+    ops::set_attention_bwd_kernel(ops::AttnBwdKernel::Auto);
+    rows.push_back({std::string("attention bwd [") + ops::attn_bwd_kernel_name(kern) + "] " + shape, kms,
+                    2.5 * fwd_flop / kms / 1e9, 0.0, ""});
+  }
   ms = median_ms(o, [&] { fwd(), bwd(); });
   rows.push_back({"attention fwd+bwd " + shape, ms, 3.5 * fwd_flop / ms / 1e9, anchor ? 319.0 : 0.0, "target 350"});
   return rows;
@@ -138,6 +148,20 @@ bool check_attention(const AttnShape& s, int window, bool docs, DType dt) {
   compare("dq", g.dq, c.dq);
   compare("dk", g.dk, c.dk);
   compare("dv", g.dv, c.dv);
+  if (dt == DType::BF16 && s.D == 64) {  // the flash backward again with each kernel forced
+    for (ops::AttnBwdKernel kern : kBwdKernels) {
+      for (Tensor* t : {&g.dq, &g.dk, &g.dv}) *t = ops::selftest::Inputs::poison(t->shape(), dt).to(Device::CUDA);
+      ops::set_attention_bwd_kernel(kern);
+      ops::attention_backward(g.q, g.k, g.v, g.doc, g.out, g.lse, g.dout, g.dq, g.dk, g.dv, p);
+      ops::set_attention_bwd_kernel(ops::AttnBwdKernel::Auto);
+      device_synchronize();
+      const double eq = rel_error(g.dq, c.dq), ek = rel_error(g.dk, c.dk), ev = rel_error(g.dv, c.dv);
+      const bool pass = eq <= tol && ek <= tol && ev <= tol;
+      ok = ok && pass;
+      std::printf("  bwd [%s] dq %.3e dk %.3e dv %.3e (tolerance %.0e) %s\n", ops::attn_bwd_kernel_name(kern), eq, ek,
+                  ev, tol, pass ? "ok" : "FAIL");
+    }
+  }
   if (dt == DType::BF16 && s.D == 64) {  // the flash forward again with each kernel forced
     for (ops::AttnFwdKernel kern : kFwdKernels) {
       ops::fill(g.out, NAN), ops::fill(g.lse, NAN);  // every element must be written again

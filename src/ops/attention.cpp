@@ -221,6 +221,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 
 namespace {
 std::atomic<AttnFwdKernel> g_fwd_kernel{AttnFwdKernel::Auto};
+std::atomic<AttnBwdKernel> g_bwd_kernel{AttnBwdKernel::Auto};
 }  // namespace
 void set_attention_fwd_kernel(AttnFwdKernel k) { g_fwd_kernel.store(k); }
 AttnFwdKernel attention_fwd_kernel_override() { return g_fwd_kernel.load(); }
@@ -229,6 +230,17 @@ const char* attn_fwd_kernel_name(AttnFwdKernel k) {
     case AttnFwdKernel::Mma: return "mma";
     case AttnFwdKernel::Wgmma64: return "wgmma64";
     case AttnFwdKernel::Wgmma128: return "wgmma128";
+    default: return "auto";
+  }
+}
+void set_attention_bwd_kernel(AttnBwdKernel k) { g_bwd_kernel.store(k); }
+AttnBwdKernel attention_bwd_kernel_override() { return g_bwd_kernel.load(); }
+const char* attn_bwd_kernel_name(AttnBwdKernel k) {
+  switch (k) {
+    case AttnBwdKernel::V1: return "v1";
+    case AttnBwdKernel::Wgmma128: return "wgmma128";
+    case AttnBwdKernel::Wgmma64: return "wgmma64";
+    case AttnBwdKernel::WgmmaDqMma: return "wgmma-dqmma";
     default: return "auto";
   }
 }

@@ -1,7 +1,8 @@
 // GPU attention: dispatch to the tensor-core flash kernels (bf16, head_dim 64) or the plain fallback
 // (f32 tensors, any head_dim up to 256). Kernels: forward attention_fwd.cuh (mma.sync) and attention_fwd_wgmma.cuh
-// (Hopper wgmma, the default on compute capability 9.0); backward attention_bwd.cuh; attention_simple.cuh;
-// fragment layouts and masking helpers: attention_mma.cuh, wgmma.cuh.
+// (Hopper wgmma, the default on compute capability 9.0); backward attention_bwd.cuh (v1, the default) and
+// attention_bwd_wgmma.cuh (Hopper wgmma); attention_simple.cuh; fragment layouts and masking helpers:
+// attention_mma.cuh, wgmma.cuh, wgmma_layout.h, attention_bwd_layout.h.
 //
 // Scratch: the flash backward needs fp32 dQ accumulators (B*T*Hq*64 floats, 200 MiB at B=48, T=2048,
 // Hq=8) and the row sums Dsum (B*Hq*T floats). They come from one device buffer per GPU that grows on
@@ -18,6 +19,7 @@
 #include "core/stream.h"
 #include "ops/attention.h"
 #include "ops/attention_bwd.cuh"
+#include "ops/attention_bwd_wgmma.cuh"
 #include "ops/attention_fwd.cuh"
 #include "ops/attention_fwd_wgmma.cuh"
 #include "ops/attention_simple.cuh"
@@ -191,6 +193,41 @@ template <int kN> void launch_fwd_wgmma(const attn::FwdArgs& a, const Dims& d) {
   PG_CUDA_LAUNCH_CHECK("attention_forward (wgmma flash kernel)");
 }
 
+// The wgmma backward PGOLF_ATTN_BWD=wgmma means (not measured on the GPU yet).
+constexpr AttnBwdKernel kDefaultBwdWgmma = AttnBwdKernel::Wgmma128;
+
+AttnBwdKernel env_bwd_kernel() {
+  static const AttnBwdKernel k = [] {
+    const char* v = std::getenv("PGOLF_ATTN_BWD");
+    if (!v || !*v) return AttnBwdKernel::Auto;
+    if (!std::strcmp(v, "v1")) return AttnBwdKernel::V1;
+    if (!std::strcmp(v, "wgmma")) return kDefaultBwdWgmma;
+    if (!std::strcmp(v, "wgmma128")) return AttnBwdKernel::Wgmma128;
+    if (!std::strcmp(v, "wgmma64")) return AttnBwdKernel::Wgmma64;
+    if (!std::strcmp(v, "wgmma-dqmma")) return AttnBwdKernel::WgmmaDqMma;
+    PG_CHECK(false, "PGOLF_ATTN_BWD={}: expected v1, wgmma, wgmma128, wgmma64 or wgmma-dqmma", v);
+    return AttnBwdKernel::Auto;
+  }();
+  return k;
+}
+
+// Auto stays v1 until the wgmma kernel is measured on the GPU; a wgmma kernel off compute capability 9.0
+// falls back to v1.
+AttnBwdKernel choose_bwd_kernel() {
+  AttnBwdKernel k = attention_bwd_kernel_override();
+  if (k == AttnBwdKernel::Auto) k = env_bwd_kernel();
+  if (k == AttnBwdKernel::Auto) k = AttnBwdKernel::V1;
+  return k == AttnBwdKernel::V1 || device_runs_wgmma() ? k : AttnBwdKernel::V1;
+}
+
+template <int kWgs, bool kDqWgmma> void launch_bwd_wgmma(const attn::BwdArgs& a, const Dims& d) {
+  using P = attn::BwdWgPlan<kWgs>;
+  static const bool opted_in = opt_in_smem(attn::flash_bwd_wgmma_kernel<kWgs, kDqWgmma>, P::kSmemBytes);
+  (void)opted_in;
+  dim3 grid((d.T + P::kKeys - 1) / P::kKeys, d.Hkv, d.B);
+  attn::flash_bwd_wgmma_kernel<kWgs, kDqWgmma><<<grid, P::kThreads, P::kSmemBytes, stream()>>>(a);
+}
+
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start, const Tensor& out,
@@ -251,10 +288,17 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   PG_CUDA_CHECK(cudaMemsetAsync(a.dq_acc, 0, dq_bytes, stream()), "zeroing the attention dQ accumulators");
   attn::flash_bwd_prep_kernel<<<blocks_for_rows(static_cast<int64_t>(rows), 8), 256, 0, stream()>>>(a);
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash prep kernel)");
-  dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
-  static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);
-  (void)opted_in;
-  attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
+  switch (choose_bwd_kernel()) {
+    case AttnBwdKernel::Wgmma128: launch_bwd_wgmma<2, true>(a, d); break;
+    case AttnBwdKernel::Wgmma64: launch_bwd_wgmma<1, true>(a, d); break;
+    case AttnBwdKernel::WgmmaDqMma: launch_bwd_wgmma<2, false>(a, d); break;
+    default: {
+      dim3 grid((d.T + attn::kTile - 1) / attn::kTile, d.Hkv, d.B);
+      static const bool opted_in = opt_in_smem(attn::flash_bwd_kernel, attn::kBwdSmemBytes);
+      (void)opted_in;
+      attn::flash_bwd_kernel<<<grid, 128, attn::kBwdSmemBytes, stream()>>>(a);
+    }
+  }
   PG_CUDA_LAUNCH_CHECK("attention_backward (flash kernel)");
   const int64_t n4 = static_cast<int64_t>(rows) * attn::kTile / 4;
   const unsigned conv_blocks = static_cast<unsigned>(std::min<int64_t>((n4 + 255) / 256, 132 * 16));

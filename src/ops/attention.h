@@ -24,7 +24,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv, const AttnParams& p);
 
-// Which CUDA flash forward kernel runs for bf16, head_dim 64 (the backward is the same either way).
+// Which CUDA flash forward kernel runs for bf16, head_dim 64 (independent of the backward's choice below).
 // Auto: the wgmma kernel (attention_fwd_wgmma.cuh) on compute capability 9.0, else the mma.sync one.
 // The environment variable PGOLF_ATTN_FWD=mma|wgmma|wgmma64|wgmma128 (wgmma = the default key block)
 // replaces Auto; set_attention_fwd_kernel (selftests, benchmarks) overrides both until reset to Auto.
@@ -33,6 +33,19 @@ enum class AttnFwdKernel { Auto, Mma, Wgmma64, Wgmma128 };
 void set_attention_fwd_kernel(AttnFwdKernel k);
 AttnFwdKernel attention_fwd_kernel_override();  // the value set above (Auto if none)
 const char* attn_fwd_kernel_name(AttnFwdKernel k);
+
+// Which CUDA flash backward kernel runs for bf16, head_dim 64 (the Dsum prep and dQ conversion kernels are
+// shared). V1: attention_bwd.cuh (mma.sync, 64 keys per block of 4 warps). Wgmma128 / Wgmma64:
+// attention_bwd_wgmma.cuh (warpgroup MMAs, compute capability 9.0 only) with 128 keys per block of 2
+// warpgroups (one block per SM) / 64 keys per block of 1 warpgroup (two blocks per SM). WgmmaDqMma: the
+// 128-key kernel with its dQ product on mma.sync instead of a transposed-A wgmma (a diagnostic variant).
+// Auto: V1 for now. The environment variable PGOLF_ATTN_BWD=v1|wgmma|wgmma128|wgmma64|wgmma-dqmma (wgmma =
+// the default wgmma kernel, wgmma128) replaces Auto; set_attention_bwd_kernel (selftests, benchmarks)
+// overrides both until reset to Auto. A wgmma kernel asked for on a device that cannot run it falls back to V1.
+enum class AttnBwdKernel { Auto, V1, Wgmma128, Wgmma64, WgmmaDqMma };
+void set_attention_bwd_kernel(AttnBwdKernel k);
+AttnBwdKernel attention_bwd_kernel_override();  // the value set above (Auto if none)
+const char* attn_bwd_kernel_name(AttnBwdKernel k);
 
 #if PGOLF_CUDA
 namespace cuda {

@@ -12,6 +12,7 @@
 // one block own its dK/dV rows exclusively: only dQ needs atomics.
 #include <cstdint>
 
+#include "ops/attention_bwd_layout.h"
 #include "ops/attention_mma.cuh"
 
 namespace pgolf::ops::cuda::attn {
@@ -105,23 +106,10 @@ __global__ void __launch_bounds__(128) flash_bwd_kernel(BwdArgs a) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
 
-  // Query blocks that can see keys k0..k_last: from the causal diagonal to the end of the window; the
-  // iterations run over (query head of the group, query block), the next one's tiles loading meanwhile.
-  const int qb_begin = a.causal || a.window > 0 ? k0 / kTile : 0;
-  int q_end = T - 1;
-  if (a.window > 0) q_end = min(q_end, k_last + a.window - 1);
-  if (doc_b && q_end > k_last) {
-    // Documents: doc_start is non-decreasing along the row (ops/documents.h), so the queries that can see a key
-    // <= k_last end at the last i with doc_b[i] <= k_last (doc_b[k_last] <= k_last always). Without this bound a
-    // long packed row (document packing, §2.5) would load every later query tile just to skip it.
-    int lo = k_last, hi = q_end;
-    while (lo < hi) {
-      const int mid = lo + (hi - lo + 1) / 2;
-      if (doc_b[mid] <= k_last) lo = mid;
-      else hi = mid - 1;
-    }
-    q_end = lo;
-  }
+  // Query blocks that can see keys k0..k_last (attention_bwd_layout.h); the iterations run over (query head
+  // of the group, query block), the next one's tiles loading meanwhile.
+  const QueryBlocks qblocks = bwd_query_blocks(k0, k_last, T, a.causal, a.window, doc_b, kTile);
+  const int qb_begin = qblocks.qb_begin, q_end = qblocks.q_end;
   const int n_qb = q_end / kTile - qb_begin + 1, n_it = group * n_qb;
   const int key_row0 = k0 + warp * 16 + g, key_row1 = key_row0 + 8;  // this lane's two key rows
   const bool rows_aligned = (T & 3) == 0;

@@ -289,6 +289,56 @@ void attention_fwd_kernel_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   }
 }
 
+// The flash backward with each CUDA kernel forced (ops/attention.h: AttnBwdKernel), bf16, against the CPU op
+// (dq, dk, dv checked separately, the kernel's name in the case name): ragged T (partial key and query
+// blocks, a 128-key block whose second warpgroup has no keys), GQA and Hq = Hkv, non-causal, windows narrower
+// than a warpgroup's 64 keys (warpgroups with nothing to do for a query block), documents, window + documents,
+// and the training shape. On a device that cannot run wgmma the forcing falls back to v1.
+void attention_bwd_kernel_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  struct W {
+    int64_t B, T, Hq, Hkv;
+    int window;
+    bool docs, causal, big;
+  };
+  for (AttnBwdKernel kern :
+       {AttnBwdKernel::Wgmma128, AttnBwdKernel::Wgmma64, AttnBwdKernel::WgmmaDqMma, AttnBwdKernel::V1}) {
+    for (const W w : {W{1, 7, 2, 1, 0, false, true, false}, W{2, 37, 4, 2, 0, false, true, false},
+                      W{1, 200, 2, 2, 0, false, false, false}, W{2, 300, 4, 2, 0, false, true, false},
+                      W{1, 130, 4, 1, 24, false, true, false}, W{1, 300, 2, 1, 100, false, true, false},
+                      W{2, 96, 2, 2, 0, true, true, false}, W{2, 333, 4, 1, 100, true, true, false},
+                      W{1, 260, 4, 2, 70, true, true, false}, W{1, 257, 2, 1, 0, true, false, false},
+                      W{2, 190, 4, 4, 0, true, false, false}, W{2, 1024, 4, 2, 0, false, true, false},
+                      W{1, 2048, 8, 4, 0, false, true, true}}) {
+      const Shape sq{w.B, w.T, w.Hq, 64}, skv{w.B, w.T, w.Hkv, 64}, sl{w.B, w.Hq, w.T};
+      const std::string op = std::string("attention_bwd[") + attn_bwd_kernel_name(kern) + "]" +
+                             (w.causal ? "" : "(full)") + (w.window ? "(window)" : "") + (w.docs ? "(docs)" : "");
+      AttnParams p;
+      p.causal = w.causal, p.window = w.window;
+      out.push_back({op, w.big, [=] {
+                       Builder b(op, dtype_label({kB}), sq, seed);
+                       Tensor qh = b.in.normal(sq, kB), kh = b.in.normal(skv, kB), vh = b.in.normal(skv, kB);
+                       Tensor dsh = w.docs ? doc_starts(b.in, w.B, w.T) : Tensor::zeros(Shape{1}, DType::I32);
+                       Tensor oh = Tensor::empty(sq, kB), lh = Tensor::empty(sl, kF);
+                       attention_forward(qh, kh, vh, w.docs ? dsh : Tensor(), oh, lh, p);  // CPU reference
+                       int q = b.add("q", qh), k = b.add("k", kh), v = b.add("v", vh), ds = b.add("doc_start", dsh),
+                           o = b.add("out", oh), l = b.add("lse", lh), d = b.add("dout", b.in.normal(sq, kB)),
+                           dq = b.add("dq", Inputs::poison(sq, kB)), dk = b.add("dk", Inputs::poison(skv, kB)),
+                           dv = b.add("dv", Inputs::poison(skv, kB));
+                       b.check(dq, 3e-2);
+                       b.check(dk, 3e-2);
+                       b.check(dv, 3e-2);
+                       b.run([=](const T& t) {
+                         set_attention_bwd_kernel(kern);
+                         attention_backward(t[q], t[k], t[v], w.docs ? t[ds] : Tensor(), t[o], t[l], t[d], t[dq],
+                                            t[dk], t[dv], p);
+                         set_attention_bwd_kernel(AttnBwdKernel::Auto);
+                       });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
 }  // namespace
 
 void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed) {
@@ -296,6 +346,7 @@ void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   matmul_cases(out, seed + 100);
   attention_cases(out, seed + 200);
   attention_fwd_kernel_cases(out, seed + 300);
+  attention_bwd_kernel_cases(out, seed + 400);
 }
 
 }  // namespace pgolf::ops::selftest

@@ -1,7 +1,9 @@
 #pragma once
 // Thin wrappers over the Hopper warpgroup MMA instructions (PTX `wgmma`, sm_90a only) used by
-// attention_fwd_wgmma.cuh. Everything here must be executed by all 128 threads of a warpgroup
-// (4 consecutive warps starting at a warp index divisible by 4), converged.
+// attention_fwd_wgmma.cuh and attention_bwd_wgmma.cuh. Everything here must be executed by all 128
+// threads of a warpgroup (4 consecutive warps starting at a warp index divisible by 4), converged. The
+// index maps described below are written as code in wgmma_layout.h (descriptors included), where the CPU
+// tests check them.
 //
 // Shared-memory operands are described by a 64-bit matrix descriptor (PTX ISA, "matrix descriptor
 // format"): bits 0-13 start address >> 4, bits 16-29 leading-dimension byte offset >> 4, bits 32-45
@@ -22,6 +24,9 @@
 //     is two atoms stacked along K, 1024 bytes apart; N never spans a second atom, so the other
 //     offset is never used. Both offsets are set to 1024, which is right whichever of the two the
 //     hardware reads for the K direction.
+//   MN-major A (imm-trans-a = 1; PTX allows the transpose for .f16/.bf16 operands read from shared
+//     memory): the same layout with M along the row -- the backward's dS^T tile (rows = keys, the
+//     contraction of dQ = dS K; 64 queries along the row) read as dS.
 //
 // Accumulator fragment of m64nNk16 (f32), thread t of the warpgroup, w = t / 32, g = (t % 32) / 4,
 // q = t % 4: register d[4j + e] holds D[16w + g + 8 * (e >= 2)][8j + 2q + (e & 1)] -- per warp, the
@@ -37,6 +42,8 @@
 // compiler from moving their uses above the wait.
 #include <cstdint>
 
+#include "ops/wgmma_layout.h"  // fragment maps, swizzle offsets, descriptors (host + device, CPU-tested)
+
 namespace pgolf::ops::cuda::wgmma {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -44,18 +51,6 @@ namespace pgolf::ops::cuda::wgmma {
 #else
 #define PGOLF_WGMMA_AVAILABLE 0
 #endif
-
-__device__ __forceinline__ uint64_t desc_encode(uint32_t bytes) { return static_cast<uint64_t>((bytes & 0x3FFFF) >> 4); }
-
-// Descriptor of a 128-byte-swizzled tile starting at shared address `smem_addr` (see above).
-__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t smem_addr, uint32_t lead_bytes, uint32_t stride_bytes) {
-  return desc_encode(smem_addr) | (desc_encode(lead_bytes) << 16) | (desc_encode(stride_bytes) << 32) |
-         (uint64_t{1} << 62);
-}
-__device__ __forceinline__ uint64_t desc_k_major(uint32_t smem_addr) { return make_desc_sw128(smem_addr, 16, 1024); }
-__device__ __forceinline__ uint64_t desc_mn_major(uint32_t smem_addr) {
-  return make_desc_sw128(smem_addr, 1024, 1024);
-}
 
 #if PGOLF_WGMMA_AVAILABLE
 
@@ -117,6 +112,25 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
         "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// d (64 x 64) {+}= A (desc, MN-major: imm-trans-a = 1) * B (desc, MN-major: imm-trans-b = 1).
+__device__ __forceinline__ void wgmma_m64n64k16_ss_tt(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                                      int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7,"
+      "%8, %9, %10, %11, %12, %13, %14, %15,"
+      "%16, %17, %18, %19, %20, %21, %22, %23,"
+      "%24, %25, %26, %27, %28, %29, %30, %31"
+      "}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 

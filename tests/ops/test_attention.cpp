@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include "ops/attention.h"
 #include "ops/reference.h"
@@ -249,4 +251,20 @@ TEST(OpsAttention, BadInputsNameTheOp) {
       [&] { ops::attention_forward(q, k, k, Tensor::zeros(Shape{1, 4}, DType::F32), out, lse, p); }, "attention_forward");
   expect_error_naming([&] { ops::attention_backward(q, k, k, Tensor(), out, lse, out, out, k, Tensor(), p); },
                       "attention_backward");
+}
+
+// The backward kernel override (selftests and `bench attention` force each kernel through it) round-trips, and
+// every kernel has its own name: the parity cases and bench rows are told apart by it.
+TEST(OpsAttention, BackwardKernelOverrideRoundTrips) {
+  ASSERT_EQ(ops::attention_bwd_kernel_override(), ops::AttnBwdKernel::Auto);
+  std::set<std::string> names;
+  for (ops::AttnBwdKernel k : {ops::AttnBwdKernel::Auto, ops::AttnBwdKernel::V1, ops::AttnBwdKernel::Wgmma128,
+                               ops::AttnBwdKernel::Wgmma64, ops::AttnBwdKernel::WgmmaDqMma}) {
+    ops::set_attention_bwd_kernel(k);
+    EXPECT_EQ(ops::attention_bwd_kernel_override(), k);
+    names.insert(ops::attn_bwd_kernel_name(k));
+  }
+  ops::set_attention_bwd_kernel(ops::AttnBwdKernel::Auto);
+  EXPECT_EQ(names.size(), 5u);
+  for (const char* n : {"v1", "wgmma128", "wgmma64", "wgmma-dqmma"}) EXPECT_TRUE(names.count(n)) << n;  // PGOLF_ATTN_BWD
 }

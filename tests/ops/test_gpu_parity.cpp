@@ -65,6 +65,34 @@ TEST(GpuParitySetup, CaseListCoversEveryOpFamilyWithUniqueInputs) {
   EXPECT_NE(va, c.normal(Shape{64}, DType::F32).to_float_vector());
 }
 
+// Every flash backward kernel has its own parity cases (ops/attention.h: AttnBwdKernel), dq, dk and dv checked
+// separately; the cases build and their CPU side runs (the kernel forcing is a no-op there).
+TEST(GpuParitySetup, EveryAttentionBackwardKernelHasCases) {
+  int built = 0;
+  for (const char* kern : {"v1", "wgmma128", "wgmma64", "wgmma-dqmma"}) {
+    const std::string prefix = std::string("attention_bwd[") + kern + "]";
+    int n = 0;
+    for (const CaseMaker& m : all_cases(3)) {
+      if (m.op.rfind(prefix, 0) != 0) continue;
+      ++n;
+      if (m.big || m.op != prefix + "(window)(docs)") continue;
+      const Case c = m.make();
+      ASSERT_EQ(c.checks.size(), 3u);
+      std::vector<Tensor> t;
+      for (const Tensor& x : c.init) t.push_back(x.to(Device::CPU));
+      c.run(t);
+      for (const auto& [idx, tol] : c.checks) {
+        EXPECT_TRUE(c.names[static_cast<size_t>(idx)] == "dq" || c.names[static_cast<size_t>(idx)] == "dk" ||
+                    c.names[static_cast<size_t>(idx)] == "dv");
+        for (float v : t[static_cast<size_t>(idx)].to_float_vector()) ASSERT_TRUE(std::isfinite(v)) << m.op;
+      }
+      ++built;
+    }
+    EXPECT_GE(n, 10) << prefix;
+  }
+  EXPECT_GE(built, 4);
+}
+
 TEST(GpuParitySetup, TableAndJsonReportFailures) {
   std::vector<Result> rs = {
       Result{"add", "f32", "[7, 13]", "out", 1e-7, 2e-6, true, -1, ""},
