@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine inside a copy of the repo with .carry/ (see scripts/device-prep.sh).
 # Usage: bash scripts/device-run.sh TASK...   (tasks: info tests gputests parity parityf attn matmul encode benchstep smoke
-#        benchrec kbench bench1672 train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
+#        benchrec kbench bench1672 abwd train300 base843 evalslide evalttt pack evalart nccl1 rec248 recpack receval train1672 recgolden gtest nccleval loratt packcheck)
 # Logs go to $OUT (or out/ when unset); a short summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +83,16 @@ for task in "$@"; do
         --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model \
         --json "$OUT/bench-1672.json" > "$OUT/bench-1672.log" 2>&1
       note "bench pr1672 rc=$? $(grep -E 'ms/step|tokens/s|peak' "$OUT/bench-1672.log" | tr -s ' ' | tr '\n' ';')"; head -60 "$OUT/bench-1672.log" ;;
+    abwd) # issue 9: the attention backward kernels (ABWD_KERNELS) — parity, kernel bench, baseline step with each
+      $BIN selftest --gpu --filter "attention_bwd[" > "$OUT/parity-abwd.log" 2>&1; note "parity attention_bwd rc=$? $(tail -1 "$OUT/parity-abwd.log")"
+      grep -E 'FAIL' "$OUT/parity-abwd.log" | head -20
+      $BIN bench attention --check > "$OUT/bench-attn.log" 2>&1; note "attention bench rc=$?"; grep -vE '^\s*$' "$OUT/bench-attn.log" | tail -24
+      [ -f data-local/bench/bench_train_000000.bin ] || encode_bench
+      for k in ${ABWD_KERNELS:-v1 wgmma wgmma64}; do
+        PGOLF_ATTN_BWD=$k $BIN bench step --config configs/baseline-300s.toml --steps ${STEPS:-24} --profile 2 --anchor-tokens-per-s 1472000 \
+          --set data.val=.carry/data/val/fineweb_val_prefix_sp1024.bin --set data.tokenizer=.carry/data/tokenizers/fineweb_1024_bpe.model \
+          > "$OUT/bench-step-$k.log" 2>&1
+        note "bench step bwd=$k rc=$? $(grep -E 'ms/step|ratio|peak|bwd:attention|bwd:act_linear' "$OUT/bench-step-$k.log" | tr -s ' ' | tr '\n' ';')"; done ;;
     smoke) train_run smoke configs/baseline-300s.toml --set train.max_wallclock_seconds=20 ;;
     train300) train_run baseline-300s configs/baseline-300s.toml ;;
     base843) # issue 4: the reference's 843 steps with its LR trajectory replayed in steps: its wallclock warm-down

@@ -76,6 +76,9 @@ struct ModelConfig {
   // norms that read them (Tape::mix_rmsnorm / add_rmsnorm, ops/residual_norm.h). Same function (float
   // rounding only); false keeps the separate ops (the reference the fused path is tested against).
   bool fuse_residual_norm = true;
+  // Implementation switch: keep each MLP's activation act(fc(x)) from the forward for the backward instead of
+  // recomputing it there (one (N, hidden) buffer per MLP more; bit-identical results).
+  bool mlp_keep_act = true;
   int head_dim() const { return model_dim / num_heads; }
   int mlp_hidden() const { return static_cast<int>(mlp_mult * model_dim + 0.5f); }
   bool has_loop() const { return loop_passes > 0 && loop_start >= 0; }

@@ -209,9 +209,10 @@ Var GPT::attention(Tape& tp, const BlockParams& bp, const Var& n, int64_t B, int
 
 Var GPT::mlp(Tape& tp, const BlockParams& bp, const Var& n) {
   Var h = tp.linear(n, p(bp.fc));  // (N, hidden)
-  // act(h) is recomputed in the backward rather than kept (the largest activation of the block).
+  // act(h), the largest activation of the block, is kept for the backward or recomputed there (mlp_keep_act).
   return adapt(tp, AdapterSite::Mlp, n,
-               tp.act_linear(h, parse_activation(cfg_.activation), cfg_.leaky_slope, p(bp.mlp_proj)));  // (N, d)
+               tp.act_linear(h, parse_activation(cfg_.activation), cfg_.leaky_slope, p(bp.mlp_proj),
+                             cfg_.mlp_keep_act));  // (N, d)
 }
 
 }  // namespace pgolf::model

@@ -316,39 +316,50 @@ Var Tape::linear(const Var& x, Param& w) {
   return y;
 }
 
-Var Tape::act_linear(const Var& h, ops::Act act, float slope, Param& w) {
+Var Tape::act_linear(const Var& h, ops::Act act, float slope, Param& w, bool keep_act) {
   const prof::Scope timer = fwd_scope(prof::enabled() ? "act_linear " + weight_role(w.spec.name) : std::string());
   const Tensor& wt = matmul_weight(w, act_);
   PG_CHECK(h.t.ndim() == 2 && h.t.dim(1) == wt.dim(1) && h.t.dtype() == wt.dtype(),
            "act_linear {}: input {} does not match weight {}", w.spec.name, h.t.desc(), wt.desc());
   const int h_buf = value_of(h, "act_linear");
   Var y = make(Shape{h.t.dim(0), wt.dim(0)}, "act_linear out");
+  // Kept: act(h) lives until the backward, which then skips recomputing it. Without a tape (forward only)
+  // there is no backward, so keeping would only cost memory.
+  const bool keep = keep_act && record_;
+  int a_buf = -1;
+  Tensor kept;
   {
-    // act(h) lives only for the matmul: it is recomputed in the backward instead of kept.
-    Arena::Block a = arena_.alloc_block(h.shape(), act_, "act_linear act(h)");
+    Arena::Block a;
+    if (keep)
+      kept = alloc_saved(h.shape(), act_, "act_linear act(h) kept", &a_buf);
+    else
+      a = arena_.alloc_block(h.shape(), act_, "act_linear act(h)");
+    const Tensor& at = keep ? kept : a.t;
     if (!measuring()) {
-      ops::activation_forward(act, h.t, a.t, slope);
-      ops::linear_forward(a.t, wt, y.t);
-      if (linear_input_hook()) linear_input_hook()(w.spec.name, a.t);
+      ops::activation_forward(act, h.t, at, slope);
+      ops::linear_forward(at, wt, y.t);
+      if (linear_input_hook()) linear_input_hook()(w.spec.name, at);
     }
-    give_back(a);
+    if (!keep) give_back(a);
   }
-  record([this, h, y, act, slope, &w, wt] {
+  record([this, h, y, act, slope, &w, wt, keep, kept] {
     if (!has_grad(y)) return;
-    Arena::Block a = arena_.alloc_block(h.shape(), act_, "act_linear act(h) again");
+    Arena::Block a;
+    if (!keep) a = arena_.alloc_block(h.shape(), act_, "act_linear act(h) again");
     Arena::Block da = arena_.alloc_block(h.shape(), act_, "act_linear d act");
+    const Tensor& at = keep ? kept : a.t;
     if (!measuring()) {
-      ops::activation_forward(act, h.t, a.t, slope);
-      ops::linear_backward(a.t, wt, grad_of(y), needs_grad(h) ? da.t : Tensor(), w.grad);
+      if (!keep) ops::activation_forward(act, h.t, a.t, slope);
+      ops::linear_backward(at, wt, grad_of(y), needs_grad(h) ? da.t : Tensor(), w.grad);
     }
-    give_back(a);
+    if (!keep) give_back(a);
     if (needs_grad(h)) {
       GradSink dh = begin_grad(h);
       if (!measuring()) ops::activation_backward(act, h.t, da.t, dh.t, slope);
       end_grad(h, dh);
     }
     give_back(da);
-  }, {h_buf});
+  }, {h_buf, a_buf});  // a_buf = -1 (nothing to hold) unless kept
   return y;
 }
 

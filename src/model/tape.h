@@ -85,9 +85,10 @@ class Tape {
   Var rmsnorm(const Var& x);
   // x: (N, in) ; w: (out, in) -> (N, out) = x w^T (uses w.compute when defined, else w.value).
   Var linear(const Var& x, Param& w);
-  // y = act(h) w^T without keeping act(h): it is computed into a temporary for the matmul and again
-  // in the backward (saves the (N, hidden) activation per MLP for one elementwise pass).
-  Var act_linear(const Var& h, ops::Act act, float slope, Param& w);
+  // y = act(h) w^T. keep_act = false: act(h) is computed into a temporary for the matmul and again in the
+  // backward (saves the (N, hidden) activation per MLP at the cost of one elementwise pass); true: act(h) is
+  // kept until the backward (one (N, hidden) buffer per MLP more, the recompute pass saved).
+  Var act_linear(const Var& h, ops::Act act, float slope, Param& w, bool keep_act = false);
   // x: (B, T, H, D) rotary embedding on the first rot_dims dims of each head.
   Var rope(const Var& x, int rot_dims, float base);
   // x: (B, T, H, D) -> (B, T, H, D): per-head RMSNorm, partial RoPE and the optional per-head gain

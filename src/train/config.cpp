@@ -94,6 +94,7 @@ const std::vector<Field>& schema() {
     f.push_back(PG_FIELD("model", model.norm_eps, "norm_eps"));
     f.push_back(PG_FIELD("model", model.ln_scale, "ln_scale"));
     f.push_back(PG_FIELD("model", model.fuse_residual_norm, "fuse_residual_norm"));
+    f.push_back(PG_FIELD("model", model.mlp_keep_act, "mlp_keep_act"));
     f.push_back(PG_FIELD("model", model.skip_gates, "skip_gates"));
     f.push_back(PG_FIELD("model", model.xsa_layers, "xsa_layers"));
     f.push_back(PG_FIELD("model", model.parallel_residual, "parallel_residual"));
