@@ -207,7 +207,11 @@ void bench_gdn_ops(Timer& t, const PresetShapes& s, const train::Config& cfg) {
   const double states = static_cast<double>(st.numel()) * 4;
   const std::string shape = fmt::format("B={} T={} H={} D={} C={}", B, T, H, D, C);
   ops::gdn_chunk_forward(q, k, v, g, beta, Tensor(), o, st, Tensor(), m.gdn_chunk);  // real states for the bwd
-  for (ops::GdnKernel kern : {ops::GdnKernel::Auto, ops::GdnKernel::Tc, ops::GdnKernel::Loop}) {
+  // The CPU op has one implementation: only its auto row.
+  const std::vector<ops::GdnKernel> kernels =
+      s.dev == Device::CUDA ? std::vector<ops::GdnKernel>{ops::GdnKernel::Auto, ops::GdnKernel::Tc, ops::GdnKernel::Loop}
+                            : std::vector<ops::GdnKernel>{ops::GdnKernel::Auto};
+  for (ops::GdnKernel kern : kernels) {
     const std::string tag = std::string(" [") + ops::gdn_kernel_name(kern) + "]";
     ops::set_gdn_kernel(kern);
     t.memory("gdn_chunk fwd" + tag, shape, tok * D * 4 * se + states + tok * 8,

@@ -298,11 +298,19 @@ PG_GDN_FN void warp_store(typename X::template R<4 * NT>& acc, int ntc, int m0, 
 // for the tile's 16 rows (one lane per row). The quad of lanes sharing a row reduces by xor-shuffles.
 template <class X, int NT, class F>
 PG_GDN_FN void warp_row_sums(typename X::template R<4 * NT>& acc, int ntc, int m0, int n0, const F& val, float* out) {
-  typename X::template R<2> s;  // rows g, g + 8
+  typename X::template R<2> s;  // rows g, g + 8 (register indices stay compile-time: no local memory)
   zero<X, 2>(s);
-  warp_pairs<X, NT>(acc, ntc, m0, n0, [&](int lane, int r, int c, float& v0, float& v1) {
-    s[lane][r - m0 >= 8 ? 1 : 0] += val(r, c, v0) + val(r, c + 1, v1);
-  });
+  for (int lane : X::lanes()) {
+    PG_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      if (nt < ntc) {
+        PG_UNROLL
+        for (int hf = 0; hf < 2; ++hf) {
+          const int r = m0 + frag_c_row(lane, 2 * hf), c = n0 + 8 * nt + frag_c_col(lane, 2 * hf);
+          s[lane][hf] += val(r, c, acc[lane][4 * nt + 2 * hf]) + val(r, c + 1, acc[lane][4 * nt + 2 * hf + 1]);
+        }
+      }
+  }
   for (int i = 0; i < 2; ++i) {
     X::xor_sum(s, i, 1);
     X::xor_sum(s, i, 2);
@@ -320,11 +328,18 @@ template <class X, int NT, class F>
 PG_GDN_FN void warp_col_sums(typename X::template R<4 * NT>& acc, int ntc, int m0, int n0, const F& val, float* out) {
   typename X::template R<2 * NT> s;  // (n-tile, column parity)
   zero<X, 2 * NT>(s);
-  warp_pairs<X, NT>(acc, ntc, m0, n0, [&](int lane, int r, int c, float& v0, float& v1) {
-    const int nt = (c - n0) >> 3;
-    s[lane][2 * nt] += val(r, c, v0);
-    s[lane][2 * nt + 1] += val(r, c + 1, v1);
-  });
+  for (int lane : X::lanes()) {
+    PG_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      if (nt < ntc) {
+        PG_UNROLL
+        for (int hf = 0; hf < 2; ++hf) {
+          const int r = m0 + frag_c_row(lane, 2 * hf), c = n0 + 8 * nt + frag_c_col(lane, 2 * hf);
+          s[lane][2 * nt] += val(r, c, acc[lane][4 * nt + 2 * hf]);
+          s[lane][2 * nt + 1] += val(r, c + 1, acc[lane][4 * nt + 2 * hf + 1]);
+        }
+      }
+  }
   PG_UNROLL
   for (int i = 0; i < 2 * NT; ++i) {
     X::xor_sum(s, i, 4);
