@@ -23,7 +23,7 @@ struct FwdArgs {
   int NC;
   typename X::Ptr q, k, v, o;
   const float *g, *beta, *init;  // init may be null (zero state)
-  float *states, *fin;           // fin may be null
+  float *states, *fin;           // either may be null (not written)
 };
 
 template <class X>
@@ -36,7 +36,7 @@ PG_GDN_FN void fwd_row(const FwdArgs<X>& a, FwdSmem& sm, int bh) {
     const int t0 = c * kC, L = a.T - t0 < kC ? static_cast<int>(a.T - t0) : kC;
     const Rows rows{a.T, a.H, bh / a.H, bh % a.H, t0};
     // A
-    store_state<X>(a.states + (static_cast<int64_t>(bh) * a.NC + c) * SS, sm.S);
+    if (a.states) store_state<X>(a.states + (static_cast<int64_t>(bh) * a.NC + c) * SS, sm.S);
     load_tile<X>(sm.Q, a.q, rows, L);
     load_tile<X>(sm.K, a.k, rows, L);
     load_gates<X>(ch, a.g, a.beta, rows, L);
