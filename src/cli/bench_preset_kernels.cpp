@@ -28,6 +28,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/gdn.h"
 #include "ops/matmul.h"
 #include "ops/optim.h"
 #include "ops/qk_prep.h"
@@ -132,7 +133,10 @@ class Timer {
 
 std::string dims(std::initializer_list<int64_t> v) {
   std::string out;
-  for (int64_t x : v) out += (out.empty() ? "" : "x") + std::to_string(x);
+  for (int64_t x : v) {
+    if (!out.empty()) out += 'x';
+    out += std::to_string(x);
+  }
   return out;
 }
 
@@ -180,6 +184,64 @@ void bench_attention_ops(Timer& t, const PresetShapes& s, const train::Config& c
   const std::string xs = dims({B * T, H, D}) + " v " + dims({B * T, Hkv, D});
   t.memory("xsa fwd", xs, rows * D * (2 * H + Hkv) * se, [&] { ops::xsa_forward(out, v, xo); });
   t.memory("xsa bwd", xs, rows * D * (3 * H + 2 * Hkv) * se, [&] { ops::xsa_backward(out, v, dout, dy, dvx); });
+}
+
+// The GatedDeltaNet ops of one GDN layer (docs/GDN.md), with each CUDA kernel of the chunked form forced (the
+// row the training run uses says "auto"): bytes = the minimum traffic, q, k, v, o (forward) or q, k, v, dout,
+// dq, dk, dv (backward) at s bytes, the f32 chunk-start states once, g and beta (and dg, dbeta) per (token, head).
+// Inputs as the layer makes them: |k| ~ 1, |q| ~ 1/8, g = -0.1, beta = 1.
+void bench_gdn_ops(Timer& t, const PresetShapes& s, const train::Config& cfg) {
+  const auto& m = cfg.model;
+  const int64_t B = s.B, T = s.T, H = s.H, D = s.D, C = m.gdn_chunk, NC = ops::gdn_num_chunks(T, m.gdn_chunk);
+  const double se = static_cast<double>(dtype_size(s.act)), tok = static_cast<double>(B * T * H);
+  const Shape sq{B, T, H, D}, sg{B, T, H};
+  Tensor q = t.rnd(sq, s.act), k = t.rnd(sq, s.act), v = t.rnd(sq, s.act), dout = t.rnd(sq, s.act);
+  ops::scale(q, 0.022f, q);  // U(-1, 1) has |x| ~ sqrt(D / 3)
+  ops::scale(k, 0.18f, k);
+  Tensor g = t.empty(sg, DType::F32), beta = t.empty(sg, DType::F32);
+  ops::fill(g, -0.1f);
+  ops::fill(beta, 1.f);
+  Tensor o = t.empty(sq, s.act), st = t.empty({B, H, NC, D, D}, DType::F32);
+  Tensor dq = t.empty(sq, s.act), dk = t.empty(sq, s.act), dv = t.empty(sq, s.act);
+  Tensor dg = t.empty(sg, DType::F32), dbeta = t.empty(sg, DType::F32);
+  const double states = static_cast<double>(st.numel()) * 4;
+  const std::string shape = fmt::format("B={} T={} H={} D={} C={}", B, T, H, D, C);
+  ops::gdn_chunk_forward(q, k, v, g, beta, Tensor(), o, st, Tensor(), m.gdn_chunk);  // real states for the bwd
+  // The CPU op has one implementation: only its auto row.
+  const std::vector<ops::GdnKernel> kernels =
+      s.dev == Device::CUDA ? std::vector<ops::GdnKernel>{ops::GdnKernel::Auto, ops::GdnKernel::Tc, ops::GdnKernel::Loop}
+                            : std::vector<ops::GdnKernel>{ops::GdnKernel::Auto};
+  for (ops::GdnKernel kern : kernels) {
+    const std::string tag = std::string(" [") + ops::gdn_kernel_name(kern) + "]";
+    ops::set_gdn_kernel(kern);
+    t.memory("gdn_chunk fwd" + tag, shape, tok * D * 4 * se + states + tok * 8,
+             [&] { ops::gdn_chunk_forward(q, k, v, g, beta, Tensor(), o, st, Tensor(), m.gdn_chunk); });
+    t.memory("gdn_chunk bwd" + tag, shape, tok * D * 7 * se + states + tok * 16, [&] {
+      ops::gdn_chunk_backward(q, k, v, g, beta, st, dout, Tensor(), dq, dk, dv, dg, dbeta, Tensor(), m.gdn_chunk);
+    });
+  }
+  ops::set_gdn_kernel(ops::GdnKernel::Auto);
+  // The short convolutions (three per layer) on (B, T, H D): fwd reads x, writes y; bwd reads x, dy, writes dx.
+  {
+    const int64_t Cc = H * D;
+    Tensor x = t.rnd({B, T, Cc}, s.act), y = t.empty({B, T, Cc}, s.act), dy = t.rnd({B, T, Cc}, s.act);
+    Tensor dx = t.empty({B, T, Cc}, s.act), w = t.rnd({Cc, m.gdn_conv_size}, DType::F32),
+           dw = t.zeros({Cc, m.gdn_conv_size}, DType::F32);
+    const double el = static_cast<double>(B * T * Cc);
+    const std::string sh = dims({B, T, Cc}) + fmt::format(" K={} silu", m.gdn_conv_size);
+    t.memory("short_conv fwd", sh, el * 2 * se, [&] { ops::short_conv_forward(x, w, y, true); });
+    t.memory("short_conv bwd", sh, el * 3 * se, [&] { ops::short_conv_backward(x, w, dy, dx, dw, true); });
+  }
+  // The gates: fwd reads a, bb (s), writes g, beta (f32); bwd reads a, bb, dg, dbeta, writes da, dbb.
+  {
+    Tensor a = t.rnd(sg, s.act), bb = t.rnd(sg, s.act), da = t.empty(sg, s.act), dbb = t.empty(sg, s.act);
+    Tensor al = t.rnd({H}, DType::F32), dtb = t.rnd({H}, DType::F32), dal = t.zeros({H}, DType::F32),
+           ddt = t.zeros({H}, DType::F32);
+    const std::string sh = dims({B, T, H});
+    t.memory("gdn_gates fwd", sh, tok * (2 * se + 8), [&] { ops::gdn_gates_forward(a, bb, al, dtb, g, beta); });
+    t.memory("gdn_gates bwd", sh, tok * (4 * se + 8),
+             [&] { ops::gdn_gates_backward(a, bb, al, dtb, dg, dbeta, da, dbb, dal, ddt); });
+  }
 }
 
 // The memory-bound ops of the block, the norms, the loss and the embedding, as the tape calls them.
@@ -332,7 +394,6 @@ void bench_optimizer(Timer& t, const PresetShapes& s, const train::Config& cfg) 
 
 std::vector<KernelRow> bench_preset_kernels(const train::Config& cfg, const Options& o) {
   const PresetShapes s = preset_shapes(cfg);
-  PG_CHECK(cfg.model.gdn_layers.empty(), "bench kernels: GatedDeltaNet layers (model.gdn_layers) are not covered yet");
   Timer t(o, s);
   const int64_t qd = s.H * s.D, kd = s.Hkv * s.D;
   bench_linear(t, s, "q", s.d, qd);
@@ -343,6 +404,7 @@ std::vector<KernelRow> bench_preset_kernels(const train::Config& cfg, const Opti
   bench_linear(t, s, "mlp proj", s.hidden, s.d);
   bench_linear(t, s, "head", s.d, s.V);
   bench_attention_ops(t, s, cfg);
+  if (!cfg.model.gdn_layers.empty()) bench_gdn_ops(t, s, cfg);
   bench_memory_ops(t, s, cfg);
   bench_optimizer(t, s, cfg);
   return std::move(t.rows);
@@ -416,6 +478,7 @@ void add_bench_kernels_command(CLI::App* bench_cmd) {
     if (m.smear_gate != "none") missing += " SmearGate";
     if (m.attn_gate != "none") missing += " attn-gate";
     if (m.value_residual) missing += " value-residual";
+    if (!m.gdn_layers.empty()) missing += " GDN projections W_g, W_a, W_b (the linear rows have the attention shapes)";
     if (!missing.empty()) std::printf("not timed (no rows yet):%s\n", missing.c_str());
     if (!a->o.json.empty()) data::write_file_atomic(a->o.json, bench::kernel_rows_json(a->config_file, s, rows));
   });

@@ -4,6 +4,7 @@
 #include "ops/gdn.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -484,6 +485,19 @@ void store(const char* op, const char* name, const Tensor& t, const std::vector<
 }
 
 }  // namespace
+
+namespace {
+std::atomic<GdnKernel> g_gdn_kernel{GdnKernel::Auto};
+}  // namespace
+void set_gdn_kernel(GdnKernel k) { g_gdn_kernel.store(k); }
+GdnKernel gdn_kernel_override() { return g_gdn_kernel.load(); }
+const char* gdn_kernel_name(GdnKernel k) {
+  switch (k) {
+    case GdnKernel::Loop: return "loop";
+    case GdnKernel::Tc: return "tc";
+    default: return "auto";
+  }
+}
 
 void gdn_chunk_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, const Tensor& beta,
                        const Tensor& init, const Tensor& o, const Tensor& states, const Tensor& final_state,

@@ -11,12 +11,18 @@
 // serialises every such load. A stride of D + 1 spreads them over all 32 banks. Padding changes addresses only,
 // never the order of any sum, so both layouts give bit-identical results; PGOLF_GDN_UNPADDED=1 selects the old
 // layout (for timing comparisons).
+//
+// The tensor-core kernels (gdn_tc_fwd.cuh, gdn_tc_bwd.cuh: tf32 mma.sync, blocked triangular solves, Dk = Dv =
+// chunk = 64) replace the loop kernels of the chunked forward and backward where ops/gdn.h's GdnKernel choice says
+// so; the loop kernels stay for every other shape and for f32 by default.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "ops/cuda_common.cuh"
 #include "ops/gdn.h"
+#include "ops/gdn_tc_bwd.cuh"
+#include "ops/gdn_tc_fwd.cuh"
 
 namespace pgolf::ops::cuda {
 
@@ -427,6 +433,18 @@ __global__ void __launch_bounds__(kThreads) gdn_recurrent_kernel(Geo G, DevPtr q
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Tensor-core kernels: one block of gdn_tc::kThreads per (batch, head). The forward's 101 KB of shared memory
+// leave room for two blocks per SM (hence at most 128 registers); the backward's 204 KB for one.
+__global__ void __launch_bounds__(gdn_tc::kThreads, 2) gdn_tc_fwd_kernel(gdn_tc::FwdArgs<gdn_tc::DevExec> a) {
+  extern __shared__ float tc_smem[];
+  gdn_tc::fwd_row<gdn_tc::DevExec>(a, *reinterpret_cast<gdn_tc::FwdSmem*>(tc_smem), static_cast<int>(blockIdx.x));
+}
+__global__ void __launch_bounds__(gdn_tc::kThreads, 1) gdn_tc_bwd_kernel(gdn_tc::BwdArgs<gdn_tc::DevExec> a) {
+  extern __shared__ float tc_smem[];
+  gdn_tc::bwd_row<gdn_tc::DevExec>(a, *reinterpret_cast<gdn_tc::BwdSmem*>(tc_smem), static_cast<int>(blockIdx.x));
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Short convolution: z[t] = sum_j w[c,j] x[t-K+1+j] ; y = SiLU(z) or z.
 __device__ __forceinline__ float conv_z(DevPtr x, const float* w, int64_t rowbase, int t, int C, int c, int K) {
   float z = 0.f;
@@ -593,6 +611,35 @@ void prepare(const char* op, size_t floats, const Geo& G) {
 const float* fptr(const Tensor& t) { return t.defined() ? t.ptr<float>() : nullptr; }
 float* fptr_mut(const Tensor& t) { return t.defined() ? t.ptr<float>() : nullptr; }
 
+// PGOLF_GDN_KERNEL=loop|tc, read once per process (Auto when unset).
+GdnKernel env_gdn_kernel() {
+  static const GdnKernel k = [] {
+    const char* v = std::getenv("PGOLF_GDN_KERNEL");
+    if (!v || !*v) return GdnKernel::Auto;
+    if (!std::strcmp(v, "loop")) return GdnKernel::Loop;
+    if (!std::strcmp(v, "tc")) return GdnKernel::Tc;
+    PG_CHECK(false, "PGOLF_GDN_KERNEL={}: expected loop or tc", v);
+    return GdnKernel::Auto;
+  }();
+  return k;
+}
+
+// The tensor-core kernels when the choice (set_gdn_kernel, else the environment, else Auto: bf16 q, k, v) asks
+// for them and they can run: Dk = Dv = chunk = 64 and 16-byte aligned activations (their 8-wide loads).
+bool use_tc(const Geo& G, std::initializer_list<const Tensor*> acts) {
+  GdnKernel k = gdn_kernel_override();
+  if (k == GdnKernel::Auto) k = env_gdn_kernel();
+  if (k == GdnKernel::Loop) return false;
+  if (G.Dk != gdn_tc::kC || G.Dv != gdn_tc::kC || G.C != gdn_tc::kC) return false;
+  bool all_bf16 = true;
+  for (const Tensor* t : acts) {
+    if (!t->defined()) continue;
+    if (!aligned16(t->data())) return false;
+    all_bf16 = all_bf16 && t->dtype() == DType::BF16;
+  }
+  return k == GdnKernel::Tc || all_bf16;
+}
+
 }  // namespace
 
 void gdn_chunk_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, const Tensor& beta,
@@ -609,6 +656,15 @@ void gdn_chunk_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
       else
         PG_CUDA_CHECK(cudaMemsetAsync(final_state.data(), 0, final_state.nbytes(), stream()), op);
     }
+    return;
+  }
+  if (use_tc(G, {&q, &k, &v, &o})) {
+    prepare<gdn_tc_fwd_kernel>(op, sizeof(gdn_tc::FwdSmem) / sizeof(float), G);
+    const gdn_tc::FwdArgs<gdn_tc::DevExec> a{G.B, G.T, G.H, G.NC, dev_ptr(op, "q", q), dev_ptr(op, "k", k),
+                                              dev_ptr(op, "v", v), dev_ptr(op, "o", o), g.ptr<float>(),
+                                              beta.ptr<float>(), fptr(init), fptr_mut(states), fptr_mut(final_state)};
+    gdn_tc_fwd_kernel<<<G.B * G.H, gdn_tc::kThreads, sizeof(gdn_tc::FwdSmem), stream()>>>(a);
+    PG_CUDA_LAUNCH_CHECK(op);
     return;
   }
   const size_t floats = fwd_smem_floats(G);
@@ -634,6 +690,17 @@ void gdn_chunk_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       else
         PG_CUDA_CHECK(cudaMemsetAsync(dinit.data(), 0, dinit.nbytes(), stream()), op);
     }
+    return;
+  }
+  if (use_tc(G, {&q, &k, &v, &dout, &dq, &dk, &dv})) {
+    prepare<gdn_tc_bwd_kernel>(op, sizeof(gdn_tc::BwdSmem) / sizeof(float), G);
+    const gdn_tc::BwdArgs<gdn_tc::DevExec> a{
+        G.B,          G.T,          G.H,         G.NC,          dev_ptr(op, "q", q),  dev_ptr(op, "k", k),
+        dev_ptr(op, "v", v),        dev_ptr(op, "dout", dout),  dev_ptr(op, "dq", dq), dev_ptr(op, "dk", dk),
+        dev_ptr(op, "dv", dv),      g.ptr<float>(),             beta.ptr<float>(),    states.ptr<float>(),
+        fptr(dfinal), fptr_mut(dg), fptr_mut(dbeta), fptr_mut(dinit)};
+    gdn_tc_bwd_kernel<<<G.B * G.H, gdn_tc::kThreads, sizeof(gdn_tc::BwdSmem), stream()>>>(a);
+    PG_CUDA_LAUNCH_CHECK(op);
     return;
   }
   const size_t floats = bwd_smem_floats(G);

@@ -37,6 +37,16 @@ void gdn_chunk_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& states, const Tensor& dout, const Tensor& dfinal, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv, const Tensor& dg, const Tensor& dbeta, const Tensor& dinit,
                         int chunk = kGdnChunk);
+// Which CUDA kernels the chunked ops run (docs/GDN.md "GPU kernels"): the fp32 loop kernels (any shape), or the
+// tensor-core kernels (tf32 mma.sync; Dk = Dv = chunk = 64 only, else the loop kernels run). Auto: the tensor-core
+// kernels for bf16 q, k, v (their tf32 error is below bf16 rounding), the loop kernels for f32 (kept at fp32
+// accuracy for the parity tests and f32 reference runs). The environment variable PGOLF_GDN_KERNEL=loop|tc
+// replaces Auto; set_gdn_kernel (selftests, benchmarks) overrides both until reset to Auto. The CPU ops ignore it.
+enum class GdnKernel { Auto, Loop, Tc };
+void set_gdn_kernel(GdnKernel k);
+GdnKernel gdn_kernel_override();  // the value set above (Auto if none)
+const char* gdn_kernel_name(GdnKernel k);
+
 // Recurrent form (evaluation): token by token from `state` (B, H, Dk, Dv) f32, which is read and
 // then overwritten with the state after the last token (zero it for a fresh row). o: (B, T, H, Dv).
 void gdn_recurrent_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, const Tensor& beta,

@@ -112,6 +112,25 @@ TEST(BenchKernels, PresetSwitchesAddTheirOps) {
     EXPECT_NE(std::find(ops.begin(), ops.end(), op), ops.end()) << op;
 }
 
+// GatedDeltaNet layers add the chunked op (on the CPU only its auto row), the short convolution and the gates.
+TEST(BenchKernels, GdnLayersAddTheirOps) {
+  TinyConfig t;
+  const std::string json = (t.dir / "k.json").string();
+  run_cli({"--config", t.toml, "--reps", "1", "--warmup", "0", "--set", "model.gdn_layers=0", "--json", json});
+  std::ifstream f(json);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  std::map<std::string, nlohmann::json> rows;
+  for (const auto& r : j["rows"]) rows[r["op"].get<std::string>()] = r;
+  for (const char* op : {"gdn_chunk fwd [auto]", "gdn_chunk bwd [auto]", "short_conv fwd", "short_conv bwd",
+                         "gdn_gates fwd", "gdn_gates bwd", "attention fwd"})
+    EXPECT_EQ(rows.count(op), 1u) << op;
+  EXPECT_EQ(rows.count("gdn_chunk fwd [tc]"), 0u);  // the CPU has one implementation
+  // B = 8, T = 16, H = 2, D = 16, one chunk, f32: q, k, v, o (4 bytes), the chunk-start states, g and beta.
+  const double tok = 8 * 16 * 2, states = 8 * 2 * 1 * 16 * 16 * 4;
+  EXPECT_DOUBLE_EQ(rows["gdn_chunk fwd [auto]"]["bytes"].get<double>(), tok * 16 * 4 * 4 + states + tok * 8);
+  EXPECT_DOUBLE_EQ(rows["gdn_chunk bwd [auto]"]["bytes"].get<double>(), tok * 16 * 7 * 4 + states + tok * 16);
+}
+
 TEST(BenchKernels, MatmulCeilingPicksTheListedShape) {
   using cli::bench::matmul_ceiling;
   // Forward-like products match on (K, N) at any row count; weight gradients on the gradient's (M, N).
