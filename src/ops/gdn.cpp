@@ -488,7 +488,10 @@ void store(const char* op, const char* name, const Tensor& t, const std::vector<
 
 namespace {
 std::atomic<GdnKernel> g_gdn_kernel{GdnKernel::Auto};
+std::atomic<bool> g_conv_generic{false};
 }  // namespace
+void set_short_conv_generic(bool generic) { g_conv_generic.store(generic); }
+bool short_conv_generic_forced() { return g_conv_generic.load(); }
 void set_gdn_kernel(GdnKernel k) { g_gdn_kernel.store(k); }
 GdnKernel gdn_kernel_override() { return g_gdn_kernel.load(); }
 const char* gdn_kernel_name(GdnKernel k) {

@@ -513,6 +513,124 @@ __global__ void conv_dw_kernel(DevPtr x, const float* w, DevPtr dy, float* dw, i
   for (int j = 0; j < K; ++j) atomicAdd(dw + c * K + j, acc[j]);
 }
 
+// Streaming short convolution for a kernel size known at compile time: a thread owns one channel c of one
+// sequence b over a run of kConvRun positions and slides a K-wide register window along t, so each x and dy
+// element is read about once per run (the generic kernels above re-read K (forward) or K*K (backward)
+// neighbours per output). Adjacent threads take adjacent channels: the loads of a warp are contiguous.
+constexpr int kConvRun = 64;
+
+// PGOLF_SHORT_CONV=generic keeps the per-element kernels (the parity selftest compares both against the CPU).
+bool conv_run_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("PGOLF_SHORT_CONV");
+    return !(v && std::strcmp(v, "generic") == 0);
+  }();
+  return on && !short_conv_generic_forced();
+}
+
+template <int K>
+__global__ void conv_fwd_run_kernel(DevPtr x, const float* w, DevPtr y, int T, int C, bool silu) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int t0 = blockIdx.y * kConvRun, t1 = min(t0 + kConvRun, T);
+  const int64_t base = static_cast<int64_t>(blockIdx.z) * T;
+  float wk[K], xw[K];  // xw[i] = x[p - K + 1 + i] once p's element is shifted in (zero before t = 0)
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    wk[j] = w[c * K + j];
+    const int ts = t0 - K + j;
+    xw[j] = ts >= 0 ? load1(x, (base + ts) * C + c) : 0.f;
+  }
+  for (int p = t0; p < t1; ++p) {
+#pragma unroll
+    for (int j = 0; j + 1 < K; ++j) xw[j] = xw[j + 1];
+    xw[K - 1] = load1(x, (base + p) * C + c);
+    float z = 0.f;
+#pragma unroll
+    for (int j = 0; j < K; ++j) z += wk[j] * xw[j];
+    store1(y, (base + p) * C + c, silu ? z / (1.f + expf(-z)) : z);
+  }
+}
+
+// Backward of the same: dz[p] = dy[p] SiLU'(z[p]) is produced once per position p of [t0, t1 + K - 1) (zero past
+// T); dx[t] = sum_j w[j] dz[t + K - 1 - j] is complete as soon as dz[t + K - 1] is, and dw[j] += dz[p] x[p - K + 1 + j]
+// over the run's own positions. dw partials are added atomically per thread (as the generic kernel does).
+template <int K>
+__global__ void conv_bwd_run_kernel(DevPtr x, const float* w, DevPtr dy, DevPtr dx, float* dw, int T, int C,
+                                    bool silu) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int t0 = blockIdx.y * kConvRun, t1 = min(t0 + kConvRun, T);
+  const int64_t base = static_cast<int64_t>(blockIdx.z) * T;
+  float wk[K], xw[K], dzw[K], acc[K];  // dzw[i] = dz[p - K + 1 + i]
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    wk[j] = w[c * K + j];
+    const int ts = t0 - K + j;
+    xw[j] = ts >= 0 ? load1(x, (base + ts) * C + c) : 0.f;
+    dzw[j] = 0.f, acc[j] = 0.f;
+  }
+  for (int p = t0; p < t1 + K - 1; ++p) {
+    float d = 0.f;
+#pragma unroll
+    for (int j = 0; j + 1 < K; ++j) xw[j] = xw[j + 1], dzw[j] = dzw[j + 1];
+    if (p < T) {
+      xw[K - 1] = load1(x, (base + p) * C + c);
+      d = load1(dy, (base + p) * C + c);
+      if (silu) {
+        float z = 0.f;
+#pragma unroll
+        for (int j = 0; j < K; ++j) z += wk[j] * xw[j];
+        const float sg = 1.f / (1.f + expf(-z));
+        d *= sg * (1.f + z * (1.f - sg));
+      }
+    } else {
+      xw[K - 1] = 0.f;
+    }
+    dzw[K - 1] = d;
+    if (p < t1) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) acc[j] += d * xw[j];
+    }
+    const int t = p - K + 1;
+    if (t >= t0 && t < t1) {
+      float s = 0.f;
+#pragma unroll
+      for (int j = 0; j < K; ++j) s += wk[j] * dzw[K - 1 - j];
+      store1(dx, (base + t) * C + c, s);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < K; ++j) atomicAdd(dw + c * K + j, acc[j]);
+}
+
+// Launches the streaming kernels for K in 1..8 (true), else returns false (the generic kernels run).
+bool conv_run_launch(const char* op, DevPtr x, const float* w, DevPtr y_or_dy, DevPtr dx, float* dw, int64_t B,
+                     int T, int C, int K, bool silu, bool backward) {
+  if (B > 65535 || (T + kConvRun - 1) / kConvRun > 65535) return false;
+  const dim3 grid(static_cast<unsigned>((C + 127) / 128), static_cast<unsigned>((T + kConvRun - 1) / kConvRun),
+                  static_cast<unsigned>(B));
+  auto go = [&](auto kc) {
+    constexpr int kK = decltype(kc)::value;
+    if (backward)
+      conv_bwd_run_kernel<kK><<<grid, 128, 0, stream()>>>(x, w, y_or_dy, dx, dw, T, C, silu);
+    else
+      conv_fwd_run_kernel<kK><<<grid, 128, 0, stream()>>>(x, w, y_or_dy, T, C, silu);
+    PG_CUDA_LAUNCH_CHECK(op);
+  };
+  switch (K) {
+    case 1: go(std::integral_constant<int, 1>{}); return true;
+    case 2: go(std::integral_constant<int, 2>{}); return true;
+    case 3: go(std::integral_constant<int, 3>{}); return true;
+    case 4: go(std::integral_constant<int, 4>{}); return true;
+    case 5: go(std::integral_constant<int, 5>{}); return true;
+    case 6: go(std::integral_constant<int, 6>{}); return true;
+    case 7: go(std::integral_constant<int, 7>{}); return true;
+    case 8: go(std::integral_constant<int, 8>{}); return true;
+    default: return false;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Gates: g = -exp(A_log) softplus(a + dt_bias), beta = scale sigmoid(bb). The backward's per-head sums go
 // through shared memory (H <= kGateMaxH), then one global atomicAdd per block and head.
@@ -755,6 +873,10 @@ void short_conv_forward(const Tensor& x, const Tensor& w, const Tensor& y, bool 
   const char* op = "short_conv_forward";
   const int64_t n = x.numel();
   if (n == 0) return;
+  if (conv_run_enabled() &&
+      conv_run_launch(op, dev_ptr(op, "x", x), w.ptr<float>(), dev_ptr(op, "y", y), DevPtr{}, nullptr, x.dim(0),
+                      static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(w.dim(1)), silu, false))
+    return;
   conv_fwd_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(dev_ptr(op, "x", x), w.ptr<float>(), dev_ptr(op, "y", y), n,
                                                           static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
                                                           static_cast<int>(w.dim(1)), silu);
@@ -767,6 +889,9 @@ void short_conv_backward(const Tensor& x, const Tensor& w, const Tensor& dy, con
   const int64_t n = x.numel();
   if (n == 0) return;
   const int T = static_cast<int>(x.dim(1)), C = static_cast<int>(x.dim(2)), K = static_cast<int>(w.dim(1));
+  if (conv_run_enabled() && conv_run_launch(op, dev_ptr(op, "x", x), w.ptr<float>(), dev_ptr(op, "dy", dy),
+                                             dev_ptr(op, "dx", dx), fptr_mut(dw), x.dim(0), T, C, K, silu, true))
+    return;
   PG_CHECK(K <= kConvMaxK, "{}: kernel size {} exceeds the kernel's {}", op, K, kConvMaxK);
   conv_dx_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(dev_ptr(op, "x", x), w.ptr<float>(), dev_ptr(op, "dy", dy),
                                                          dev_ptr(op, "dx", dx), n, T, C, K, silu);

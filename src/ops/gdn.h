@@ -46,6 +46,11 @@ enum class GdnKernel { Auto, Loop, Tc };
 void set_gdn_kernel(GdnKernel k);
 GdnKernel gdn_kernel_override();  // the value set above (Auto if none)
 const char* gdn_kernel_name(GdnKernel k);
+// The CUDA short convolution streams a register window along t for kernel sizes 1..8 (else, or with
+// PGOLF_SHORT_CONV=generic, it runs the per-element kernels). set_short_conv_generic(true) forces the per-element
+// kernels (selftests compare both paths against the CPU); the CPU op ignores it.
+void set_short_conv_generic(bool generic);
+bool short_conv_generic_forced();
 
 // Recurrent form (evaluation): token by token from `state` (B, H, Dk, Dv) f32, which is read and
 // then overwritten with the state after the last token (zero it for a fresh row). o: (B, T, H, Dv).

@@ -195,32 +195,49 @@ void gate_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   }
 }
 
+// Every shape runs the streaming kernels ([run]) and the per-element ones ([generic]); K = 10 has no streaming
+// kernel (both names then run the generic one); T = 130 crosses two 64-position runs with a partial third.
 void short_conv_cases(std::vector<CaseMaker>& out, uint64_t seed) {
-  for (const auto& [s, big] :
-       {std::pair{Shape{2, 33, 40}, false}, std::pair{Shape{1, 5, 7}, false}, std::pair{Shape{48, 2048, 512}, true}}) {
-    const Shape sx = s, sw{s[2], 4};
+  struct ConvShape {
+    Shape x;
+    int64_t K;
+    bool big;
+  };
+  for (const ConvShape& cs : {ConvShape{Shape{2, 33, 40}, 4, false}, ConvShape{Shape{1, 5, 7}, 4, false},
+                              ConvShape{Shape{2, 130, 40}, 3, false}, ConvShape{Shape{1, 70, 9}, 10, false},
+                              ConvShape{Shape{48, 2048, 512}, 4, true}}) {
+    const Shape sx = cs.x, sw{cs.x[2], cs.K};
     for (DType dt : {kF, kB})
-      for (bool silu : {true, false}) {
-        const std::string name = silu ? "short_conv_silu" : "short_conv";
-        out.push_back({name + "_fwd", big, [=] {
-                         Builder b(name + "_fwd", dtype_label({dt}), sx, seed);
-                         const int x = b.add("x", b.in.normal(sx, dt)), w = b.add("w", b.in.normal(sw, kF, 0.5f)),
-                                   y = b.add("y", Inputs::poison(sx, dt));
-                         b.check(y, tol(dt, true));
-                         b.run([=](const T& t) { short_conv_forward(t[x], t[w], t[y], silu); });
-                         return b.done();
-                       }});
-        out.push_back({name + "_bwd", big, [=] {
-                         Builder b(name + "_bwd", dtype_label({dt}), sx, seed);
-                         const int x = b.add("x", b.in.normal(sx, dt)), w = b.add("w", b.in.normal(sw, kF, 0.5f)),
-                                   dy = b.add("dy", b.in.normal(sx, dt)), dx = b.add("dx", Inputs::poison(sx, dt)),
-                                   dw = b.add("dw", b.in.normal(sw, kF));
-                         b.check(dx, tol(dt, true));
-                         b.check(dw, kTolF32Reduce);
-                         b.run([=](const T& t) { short_conv_backward(t[x], t[w], t[dy], t[dx], t[dw], silu); });
-                         return b.done();
-                       }});
-      }
+      for (bool silu : {true, false})
+        for (bool generic : {false, true}) {
+          const std::string name = std::string(silu ? "short_conv_silu" : "short_conv") + (generic ? "[generic]" : "[run]");
+          out.push_back({name + "_fwd", cs.big, [=] {
+                           Builder b(name + "_fwd", dtype_label({dt}), sx, seed);
+                           const int x = b.add("x", b.in.normal(sx, dt)), w = b.add("w", b.in.normal(sw, kF, 0.5f)),
+                                     y = b.add("y", Inputs::poison(sx, dt));
+                           b.check(y, tol(dt, true));
+                           b.run([=](const T& t) {
+                             set_short_conv_generic(generic);
+                             short_conv_forward(t[x], t[w], t[y], silu);
+                             set_short_conv_generic(false);
+                           });
+                           return b.done();
+                         }});
+          out.push_back({name + "_bwd", cs.big, [=] {
+                           Builder b(name + "_bwd", dtype_label({dt}), sx, seed);
+                           const int x = b.add("x", b.in.normal(sx, dt)), w = b.add("w", b.in.normal(sw, kF, 0.5f)),
+                                     dy = b.add("dy", b.in.normal(sx, dt)), dx = b.add("dx", Inputs::poison(sx, dt)),
+                                     dw = b.add("dw", b.in.normal(sw, kF));
+                           b.check(dx, tol(dt, true));
+                           b.check(dw, kTolF32Reduce);
+                           b.run([=](const T& t) {
+                             set_short_conv_generic(generic);
+                             short_conv_backward(t[x], t[w], t[dy], t[dx], t[dw], silu);
+                             set_short_conv_generic(false);
+                           });
+                           return b.done();
+                         }});
+        }
   }
 }
 
