@@ -164,17 +164,18 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
-template <class T, int G>
-__global__ void __launch_bounds__(256) qk_fwd_vec_kernel(const T* __restrict__ x, const float* __restrict__ gain,
-                                                         T* __restrict__ y, float* __restrict__ rstd, int items, int T_,
-                                                         int H, int half, int pos_offset, InvFreq inv, float eps) {
+// Items per group and pass: each group loads kUnroll head vectors before working on the first, so a
+// thread keeps 16 kUnroll (forward) or 32 kUnroll (backward) bytes in flight rather than one vector's.
+// The launch bounds keep the bf16 kernels at full (forward) and half (backward) occupancy, so the
+// unrolling adds bytes in flight per SM instead of trading them for resident warps.
+constexpr int kUnroll = 2;
+
+// y = gain R(x r) for one item held as 8 dims per lane (v: x in, scaled by r on return); out: y / gain.
+// Every lane of the warp must call it (shuffles); `it` is the item (any valid one for dead lanes).
+template <int G>
+__device__ __forceinline__ float norm_rotate(float v[8], float out[8], int it, int l, int T_, int H, int half,
+                                             int pos_offset, const InvFreq& inv, float eps) {
   constexpr int D = 8 * G;
-  const int tid = blockIdx.x * blockDim.x + threadIdx.x;
-  const int item = tid / G, l = tid % G;
-  const bool live = item < items;  // dead lanes still take part in the shuffles
-  const int it = live ? item : 0;
-  float v[8];
-  load8t(x + static_cast<int64_t>(it) * D + 8 * l, v);
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
@@ -183,7 +184,6 @@ __global__ void __launch_bounds__(256) qk_fwd_vec_kernel(const T* __restrict__ x
 #pragma unroll
   for (int j = 0; j < 8; ++j) v[j] *= r;
   const int d0 = 8 * l, hl = half / 8;  // hl: lane distance of the partner (0 when nothing rotates)
-  float out[8];
   if (hl > 0) {
     float pv[8];
 #pragma unroll
@@ -200,21 +200,47 @@ __global__ void __launch_bounds__(256) qk_fwd_vec_kernel(const T* __restrict__ x
 #pragma unroll
     for (int j = 0; j < 8; ++j) out[j] = v[j];
   }
-  if (!live) return;
-  const float g = gain != nullptr ? gain[item % H] : 1.f;
+  return r;
+}
+
+// A block's 256 / G groups take kUnroll consecutive spans of 256 / G items (coalesced per span).
+template <class T, int G>
+__global__ void __launch_bounds__(256, sizeof(T) == 2 ? 8 : 6)
+    qk_fwd_vec_kernel(const T* __restrict__ x, const float* __restrict__ gain, T* __restrict__ y,
+                      float* __restrict__ rstd, int items, int T_, int H, int half, int pos_offset, InvFreq inv,
+                      float eps) {
+  constexpr int D = 8 * G, kGroups = 256 / G;
+  const int l = threadIdx.x % G;
+  const int first = blockIdx.x * kGroups * kUnroll + static_cast<int>(threadIdx.x) / G;
+  float v[kUnroll][8];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) out[j] *= g;
-  store8t(y + static_cast<int64_t>(item) * D + 8 * l, out);
-  if (l == 0) rstd[item] = r;
+  for (int u = 0; u < kUnroll; ++u) {
+    const int item = first + u * kGroups;
+    load8t(x + static_cast<int64_t>(item < items ? item : 0) * D + 8 * l, v[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int item = first + u * kGroups;
+    const bool live = item < items;  // dead lanes still take part in the shuffles
+    float out[8];
+    const float r = norm_rotate<G>(v[u], out, live ? item : 0, l, T_, H, half, pos_offset, inv, eps);
+    if (!live) continue;
+    const float g = gain != nullptr ? gain[item % H] : 1.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] *= g;
+    store8t(y + static_cast<int64_t>(item) * D + 8 * l, out);
+    if (l == 0) rstd[item] = r;
+  }
 }
 
 // Groups walk items with a stride of the total group count, a multiple of H, so a group keeps one
-// head and adds its gain gradient once at the end.
+// head and adds its gain gradient once at the end. Each pass takes kUnroll items, ngroups apart, and
+// loads all of them first.
 template <class T, int G>
-__global__ void __launch_bounds__(256) qk_bwd_vec_kernel(const T* __restrict__ x, const float* __restrict__ gain,
-                                                         const float* __restrict__ rstd, const T* __restrict__ dy,
-                                                         T* __restrict__ dx, float* __restrict__ dgain, int items,
-                                                         int T_, int H, int half, int pos_offset, InvFreq inv) {
+__global__ void __launch_bounds__(256, sizeof(T) == 2 ? 4 : 3)
+    qk_bwd_vec_kernel(const T* __restrict__ x, const float* __restrict__ gain, const float* __restrict__ rstd,
+                      const T* __restrict__ dy, T* __restrict__ dx, float* __restrict__ dgain, int items, int T_,
+                      int H, int half, int pos_offset, InvFreq inv) {
   constexpr int D = 8 * G;
   const int tid = blockIdx.x * blockDim.x + threadIdx.x;
   const int group = tid / G, l = tid % G, ngroups = gridDim.x * blockDim.x / G;
@@ -226,58 +252,71 @@ __global__ void __launch_bounds__(256) qk_bwd_vec_kernel(const T* __restrict__ x
   // Every lane of a warp runs the same number of iterations (the shuffles need the whole warp):
   // the bound is the warp's first group's count, later groups of the warp skip work when past the end.
   const int warp_first_group = (tid & ~31) / G;
-  for (int base = warp_first_group; base < items; base += ngroups) {
-    const int item = base + (group - warp_first_group);
-    const bool live = item < items;
-    const int it = live ? item : 0;
-    const float r = rstd[it];
-    float n[8], d[8];
-    load8t(x + static_cast<int64_t>(it) * D + d0, n);
-    load8t(dy + static_cast<int64_t>(it) * D + d0, d);
+  for (int base = warp_first_group; base < items; base += kUnroll * ngroups) {
+    int its[kUnroll];
+    bool lives[kUnroll];
+    float rs[kUnroll], xs[kUnroll][8], ds[kUnroll][8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) n[j] *= r;
-    float dn[8], u[8];
-    if (hl > 0) {
-      float pn[8], pd[8];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int item = base + u * ngroups + (group - warp_first_group);
+      lives[u] = item < items;
+      its[u] = lives[u] ? item : 0;
+      rs[u] = rstd[its[u]];
+      load8t(x + static_cast<int64_t>(its[u]) * D + d0, xs[u]);
+      load8t(dy + static_cast<int64_t>(its[u]) * D + d0, ds[u]);
+    }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        pn[j] = __shfl_xor_sync(0xffffffffu, n[j], hl);
-        pd[j] = __shfl_xor_sync(0xffffffffu, d[j], hl);
-      }
-      const float pos = static_cast<float>(pos_offset + (it / H) % T_);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int it = its[u];
+      const bool live = lives[u];
+      const float r = rs[u];
+      float* n = xs[u];
+      const float* d = ds[u];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        float c = 1.f, sn = 0.f;
-        if (rotated) rot_cs(first ? d0 + j : d0 + j - half, pos, inv, &c, &sn);
-        if (!rotated) {
-          u[j] = n[j];
+      for (int j = 0; j < 8; ++j) n[j] *= r;
+      float dn[8], uu[8];
+      if (hl > 0) {
+        float pn[8], pd[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          pn[j] = __shfl_xor_sync(0xffffffffu, n[j], hl);
+          pd[j] = __shfl_xor_sync(0xffffffffu, d[j], hl);
+        }
+        const float pos = static_cast<float>(pos_offset + (it / H) % T_);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float c = 1.f, sn = 0.f;
+          if (rotated) rot_cs(first ? d0 + j : d0 + j - half, pos, inv, &c, &sn);
+          if (!rotated) {
+            uu[j] = n[j];
+            dn[j] = g * d[j];
+          } else if (first) {
+            uu[j] = n[j] * c - pn[j] * sn;
+            dn[j] = g * (d[j] * c + pd[j] * sn);
+          } else {
+            uu[j] = n[j] * c + pn[j] * sn;
+            dn[j] = g * (d[j] * c - pd[j] * sn);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          uu[j] = n[j];
           dn[j] = g * d[j];
-        } else if (first) {
-          u[j] = n[j] * c - pn[j] * sn;
-          dn[j] = g * (d[j] * c + pd[j] * sn);
-        } else {
-          u[j] = n[j] * c + pn[j] * sn;
-          dn[j] = g * (d[j] * c - pd[j] * sn);
         }
       }
-    } else {
+      float dot = 0.f;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        u[j] = n[j];
-        dn[j] = g * d[j];
+        dot += dn[j] * n[j];
+        if (live) dg += d[j] * uu[j];
       }
-    }
-    float dot = 0.f;
+      dot = group_sum<G>(dot) / static_cast<float>(D);
+      if (!live) continue;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      dot += dn[j] * n[j];
-      if (live) dg += d[j] * u[j];
+      for (int j = 0; j < 8; ++j) dn[j] = r * (dn[j] - n[j] * dot);
+      store8t(dx + static_cast<int64_t>(it) * D + d0, dn);
     }
-    dot = group_sum<G>(dot) / static_cast<float>(D);
-    if (!live) continue;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) dn[j] = r * (dn[j] - n[j] * dot);
-    store8t(dx + static_cast<int64_t>(item) * D + d0, dn);
   }
   if (dgain != nullptr) {
     dg = group_sum<G>(dg);
@@ -373,7 +412,7 @@ void qk_prep_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const
   const InvFreq& inv = geo.inv;
   const float* g = gain.defined() ? gain.ptr<float>() : nullptr;
   if (const int G = vec_group(D, rot_dims / 2, x, {&y}); G > 0) {
-    const auto blocks = static_cast<unsigned>((items * G + 255) / 256);
+    const auto blocks = static_cast<unsigned>((items * G + 256 * kUnroll - 1) / (256 * kUnroll));
     with_group(G, [&](auto gw) {
       constexpr int GW = decltype(gw)::value;
       if (x.dtype() == DType::BF16)
@@ -416,10 +455,11 @@ void qk_prep_backward(const Tensor& x, const Tensor& gain, const Tensor& rstd, c
   const float* g = gain.defined() ? gain.ptr<float>() : nullptr;
   float* dg = dgain.defined() ? dgain.ptr<float>() : nullptr;
   if (const int G = vec_group(D, rot_dims / 2, x, {&dy, &dx}); G > 0) {
-    // Total groups a multiple of H (each keeps one head), about four resident waves.
+    // Total groups a multiple of H (each keeps one head), about four resident waves; a group takes kUnroll
+    // items per pass.
     const int64_t per_block = 256 / G;
     const int64_t unit = H / std::gcd(static_cast<int64_t>(H), per_block);
-    int64_t blocks = std::min<int64_t>((items + per_block - 1) / per_block, 132 * 8 * 4);
+    int64_t blocks = std::min<int64_t>((items + per_block * kUnroll - 1) / (per_block * kUnroll), 132 * 8 * 4);
     blocks = std::max<int64_t>((blocks + unit - 1) / unit * unit, unit);
     with_group(G, [&](auto gw) {
       constexpr int GW = decltype(gw)::value;

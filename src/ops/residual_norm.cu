@@ -4,11 +4,12 @@
 // 8-channel groups c = 8 l + 256 k (k < CH = ceil(C / 256)).
 //   forward:  the row's y values stay in registers between the sum of squares and the n pass, so
 //             the stream is read once (x, f | x, x0) and written once (y, n).
-//   backward: warps walk rows with a grid stride; pass 1 reads n, dn for the row's dot product,
-//             pass 2 re-reads them (L1) with dy, f | x, x0 and writes dy (add form) and df | dx, dx0.
-//             The channel sums ds | da, db stay in per-lane registers across rows and meet once per
-//             block in shared memory; each block writes its partial row to a fixed scratch and a
-//             second kernel adds the blocks' partials in block order, so the sums (and with them
+//   backward: warps walk rows with a grid stride. A lane loads its whole share of the row (n, dn, dy,
+//             f | x, x0, and the gradients it adds into) before the row's dot product, then writes
+//             dy (add form) and df | dx, dx0 from registers: one memory round trip per row.
+//             The channel sums ds | da, db accumulate per warp in shared memory across rows and meet
+//             once per block; each block writes its partial row to a fixed scratch and a second
+//             kernel adds the blocks' partials in a fixed order, so the sums (and with them
 //             training under Adam, which amplifies tiny differences of near-zero gradients) are
 //             bit-reproducible: eager steps and CUDA-graph replays give the same bits.
 // General path (any C, misaligned views): a scalar warp-per-row kernel, and for the backward a row
@@ -48,16 +49,22 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x & 31;
   if (row >= N) return;
   const int64_t base = row * C;
-  float v[CH][8];
+  float v[CH][8], oe[CH][8];
   float ss = 0.f;
+  // Both inputs of every group first: y may alias x, so a load after the first store of y could not
+  // be hoisted above it and each group would cost a memory round trip.
 #pragma unroll
   for (int k = 0; k < CH; ++k) {
     const int c = lane * 8 + k * 256;
     if (c >= C) continue;
-    float xe[8], oe[8];
-    load8(x, base + c, xe);
-    load8(o, base + c, oe);
-    update8<kMix>(sa, sb, c, xe, oe, v[k]);
+    load8(x, base + c, v[k]);
+    load8(o, base + c, oe[k]);
+  }
+#pragma unroll
+  for (int k = 0; k < CH; ++k) {
+    const int c = lane * 8 + k * 256;
+    if (c >= C) continue;
+    update8<kMix>(sa, sb, c, v[k], oe[k], v[k]);
 #pragma unroll
     for (int j = 0; j < 8; ++j) ss += v[k][j] * v[k][j];
     store8(y, base + c, v[k]);
@@ -111,39 +118,31 @@ struct BwdArgs {
   float g;
 };
 
-// d (8 channels of y's total gradient) = dy + r g dn - kk n, kk = r mean(dn n) / g.
-__device__ __forceinline__ void total8(const BwdArgs& p, int64_t i, float r, float kk, float d[8]) {
-  load8(p.dy, i, d);
-  if (!p.has_dn) return;
-  float ne[8], de[8];
-  load8(p.n, i, ne);
-  load8(p.dn, i, de);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) d[j] += r * p.g * de[j] - kk * ne[j];
-}
-
-// out (=|+=) s d for 8 channels at column c, flat index i.
-__device__ __forceinline__ void scaled8(DevPtr out, bool acc, const float* __restrict__ s, int c, int64_t i,
-                                        const float d[8]) {
-  float e[8];
-  if (acc) load8(out, i, e);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) e[j] = acc ? e[j] + s[c + j] * d[j] : s[c + j] * d[j];
-  store8(out, i, e);
-}
-
-// Folds the block's per-lane channel partials (acc[k][j] of channel 8 lane + 256 k + j, one set per
-// warp) through shared memory `part` (kWarps * C floats) into the block's row of `partials` (gridDim.x, C).
-template <int CH>
-__device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, float* partials, int C) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-#pragma unroll
-  for (int k = 0; k < CH; ++k) {
-    const int c = lane * 8 + k * 256;
-    if (c >= C) continue;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) part[warp * C + c + j] = acc[k][j];
+// A value as stored in `k` and read back: chains two updates of one element (dx and dx0 the same
+// tensor) in registers with the rounding the store and re-load between them would apply.
+__device__ __forceinline__ float round_to(Kind k, float v) {
+  switch (k) {
+    case Kind::F32: return v;
+    case Kind::BF16: return bf16_bits_to_f32(f32_to_bf16_bits(v));
+    default: return __half2float(__float2half_rn(v));
   }
+}
+
+// The channel sums of one warp live in shared memory, `part` (kWarps, C) for ds | da and a second such
+// array for db; lane l of warp w alone touches part[w C + 8 l + 256 k + j], so no barrier is needed
+// until the fold. (In registers they would cost 16 CH of them per sum, and the mix form at C = 512
+// would spill.) acc8 adds d * e to the 8 sums of channels c..c+7.
+__device__ __forceinline__ void acc8(float* sums, int c, const float d[8], const float e[8]) {
+  float4* q = reinterpret_cast<float4*>(sums + c);
+  float4 a = q[0], b = q[1];
+  a.x += d[0] * e[0], a.y += d[1] * e[1], a.z += d[2] * e[2], a.w += d[3] * e[3];
+  b.x += d[4] * e[4], b.y += d[5] * e[5], b.z += d[6] * e[6], b.w += d[7] * e[7];
+  q[0] = a, q[1] = b;
+}
+
+// Sums the warps' channel sums `part` (kWarps, C) in warp order into the block's row of `partials`
+// (gridDim.x, C).
+__device__ __forceinline__ void fold_channels(const float* part, float* partials, int C) {
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += kThreads) {
     float s = 0.f;
@@ -151,65 +150,126 @@ __device__ __forceinline__ void fold_channels(float acc[CH][8], float* part, flo
     for (int w = 0; w < kWarps; ++w) s += part[w * C + c];
     partials[static_cast<int64_t>(blockIdx.x) * C + c] = s;
   }
-  __syncthreads();  // `part` is reused by the next fold
 }
 
-// out[c] += sum over blocks b = 0, 1, ... of partials[b, c], always in that order.
-__global__ void sum_partials_kernel(const float* __restrict__ partials, int blocks, int C, float* __restrict__ out) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+// out[c] += sum over blocks b of partials[b, c] (blockIdx.y picks set 1 or 2), in a fixed order: thread
+// row ty adds the blocks b = ty, ty + 32, ... in turn, then the 32 row sums are added in ty order. The
+// order depends on nothing but the block count, so every run gives the same bits; 32 rows of threads
+// per column keep enough loads in flight (one thread per column walked 528 dependent-latency loads).
+constexpr int kSumRows = 32;
+__global__ void __launch_bounds__(32 * kSumRows)
+    sum_partials_kernel(const float* __restrict__ partials1, const float* __restrict__ partials2, int blocks, int C,
+                        float* __restrict__ out1, float* __restrict__ out2) {
+  __shared__ float rows[kSumRows][33];
+  const float* partials = blockIdx.y == 0 ? partials1 : partials2;
+  float* out = blockIdx.y == 0 ? out1 : out2;
+  const int c = blockIdx.x * 32 + threadIdx.x;
   float s = 0.f;
-  for (int b = 0; b < blocks; ++b) s += partials[static_cast<int64_t>(b) * C + c];
-  out[c] += s;
+  if (c < C) {
+#pragma unroll 4
+    for (int b = threadIdx.y; b < blocks; b += kSumRows) s += partials[static_cast<int64_t>(b) * C + c];
+  }
+  rows[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float t = 0.f;
+#pragma unroll
+    for (int r = 0; r < kSumRows; ++r) t += rows[r][threadIdx.x];
+    out[c] += t;
+  }
 }
 
+// One row, one warp, lane l owning channels c = 8 l + 256 k. Every load of the row (n, dn, dy, the
+// update's inputs, and the old gradients that are accumulated into) is issued before the first store:
+// the operands are type-erased pointers the compiler must assume may alias, so a load after a store
+// could not be hoisted, and the previous form's load / store / load chain cost a memory round trip
+// each. The per-lane registers give each warp a whole row (~8 KB at C = 512, bf16 n) in flight.
 template <int CH, bool kMix>
-__global__ void __launch_bounds__(kThreads) bwd_vec_kernel(BwdArgs p) {
-  extern __shared__ float part[];  // kWarps * C
-  const int lane = threadIdx.x & 31;
+__global__ void __launch_bounds__(kThreads, CH <= 2 ? 2 : 1) bwd_vec_kernel(BwdArgs p) {
+  extern __shared__ float4 smem[];  // the channel sums: (kWarps, C) for sum1, then (kWarps, C) for sum2
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* part1 = reinterpret_cast<float*>(smem);
+  float* part2 = part1 + kWarps * p.C;
+  float* acc1 = part1 + warp * p.C;
+  float* acc2 = part2 + warp * p.C;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
-  float acc1[CH][8] = {}, acc2[CH][8] = {};
+  // dx and dx0 one tensor: one read-modify-write per element, dx's update first (the header's order).
+  const bool same = kMix && p.has_d1 && p.has_d2 && p.d1.p == p.d2.p;
+  const bool load1old = p.has_d1 && p.acc1, load2old = kMix && p.has_d2 && p.acc2 && !same;
+#pragma unroll
+  for (int k = 0; k < CH; ++k) {
+    const int c = lane * 8 + k * 256;
+    if (c >= p.C) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      acc1[c + j] = 0.f;
+      if (kMix) acc2[c + j] = 0.f;
+    }
+  }
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); row < p.N; row += warps) {
     const int64_t base = row * p.C;
     const float r = p.rstd[row];
-    float kk = 0.f;
-    if (p.has_dn) {
-      float dot = 0.f;
-#pragma unroll
-      for (int k = 0; k < CH; ++k) {
-        const int c = lane * 8 + k * 256;
-        if (c >= p.C) continue;
-        float ne[8], de[8];
-        load8(p.n, base + c, ne);
-        load8(p.dn, base + c, de);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) dot += de[j] * ne[j];
-      }
-      kk = r * warp_sum(dot) / (static_cast<float>(p.C) * p.g);
-    }
+    // d: dy + r g dn, then y's total gradient ; nn: n ; e1, e2: the update's inputs (f | x, x0) ;
+    // old1, old2: the gradients accumulated into.
+    float d[CH][8], nn[CH][8], e1[CH][8], e2[CH][8], old1[CH][8], old2[CH][8];
+    float dot = 0.f;
 #pragma unroll
     for (int k = 0; k < CH; ++k) {
       const int c = lane * 8 + k * 256;
       if (c >= p.C) continue;
       const int64_t i = base + c;
-      float d[8], e[8];
-      total8(p, i, r, kk, d);
-      if (!kMix) store8(p.dy, i, d);  // add form: dy becomes x's gradient
-      load8(p.o1, i, e);
+      load8(p.dy, i, d[k]);
+      if (p.has_dn) {
+        float de[8];
+        load8(p.n, i, nn[k]);
+        load8(p.dn, i, de);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc1[k][j] += d[j] * e[j];
-      if (kMix) {
-        load8(p.o2, i, e);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc2[k][j] += d[j] * e[j];
+        for (int j = 0; j < 8; ++j) {
+          dot += de[j] * nn[k][j];
+          d[k][j] += r * p.g * de[j];
+        }
       }
-      // d1 before d2: when dx and dx0 are one tensor, this thread's add reads its own write.
-      if (p.has_d1) scaled8(p.d1, p.acc1, p.s1, c, i, d);
-      if (kMix && p.has_d2) scaled8(p.d2, p.acc2, p.s2, c, i, d);
+      load8(p.o1, i, e1[k]);
+      if (kMix) load8(p.o2, i, e2[k]);
+      if (load1old) load8(p.d1, i, old1[k]);
+      if (load2old) load8(p.d2, i, old2[k]);
+    }
+    // d = dy + r g dn - kk n, kk = r mean(dn n) / g.
+    const float kk = p.has_dn ? r * warp_sum(dot) / (static_cast<float>(p.C) * p.g) : 0.f;
+#pragma unroll
+    for (int k = 0; k < CH; ++k) {
+      const int c = lane * 8 + k * 256;
+      if (c >= p.C) continue;
+      const int64_t i = base + c;
+      if (p.has_dn) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) d[k][j] -= kk * nn[k][j];
+      }
+      if (!kMix) store8(p.dy, i, d[k]);  // add form: dy becomes x's gradient
+      acc8(acc1, c, d[k], e1[k]);
+      if (kMix) acc8(acc2, c, d[k], e2[k]);
+      // out (=|+=) s d. When dx and dx0 are one tensor, dx0's update adds onto dx's stored value.
+      if (p.has_d1) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float v = p.s1[c + j] * d[k][j];
+          old1[k][j] = p.acc1 ? old1[k][j] + v : v;
+        }
+        if (!same) store8(p.d1, i, old1[k]);
+      }
+      if (kMix && p.has_d2) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float v = p.s2[c + j] * d[k][j];
+          const float prev = same ? round_to(p.d2.k, old1[k][j]) : old2[k][j];
+          old2[k][j] = p.acc2 ? prev + v : v;
+        }
+        store8(p.d2, i, old2[k]);
+      }
     }
   }
-  fold_channels<CH>(acc1, part, p.partials1, p.C);
-  if (kMix) fold_channels<CH>(acc2, part, p.partials2, p.C);
+  fold_channels(part1, p.partials1, p.C);
+  if (kMix) fold_channels(part2, p.partials2, p.C);
 }
 
 // General path, step 1: dy += r g dn - kk n per row (dy then holds y's total gradient).
@@ -275,6 +335,22 @@ float* partials_scratch() {
   return b;
 }
 
+// The mix form's channel sums need 64 KB of shared memory at C = 1024, above the 48 KB a launch gets
+// without an opt-in; the first call per kernel and process (one device per process, as gdn.cu) raises
+// the limit. That is not a stream operation, and later calls (e.g. under graph capture) skip it.
+template <int CH, bool kMix>
+void launch_bwd_kernel(const char* op, unsigned grid, size_t smem, const BwdArgs& q) {
+  static const bool raised = [op] {
+    PG_CUDA_CHECK(cudaFuncSetAttribute(bwd_vec_kernel<CH, kMix>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(sizeof(float) * kWarps * kMaxC * 2)),
+                  op);
+    return true;
+  }();
+  (void)raised;
+  bwd_vec_kernel<CH, kMix><<<grid, kThreads, smem, stream()>>>(q);
+  PG_CUDA_LAUNCH_CHECK(op);
+}
+
 // The fast backward; false when the shapes or alignment need the general path.
 template <bool kMix>
 bool launch_bwd_vec(const char* op, const BwdArgs& p) {
@@ -283,20 +359,19 @@ bool launch_bwd_vec(const char* op, const BwdArgs& p) {
   // Enough blocks to fill an H100/H200 (132 SMs) a few times over; each warp then walks several rows,
   // so the per-block channel fold is amortised.
   const unsigned grid = std::min<unsigned>(row_grid(p.N), kMaxBwdBlocks);
-  const size_t smem = sizeof(float) * kWarps * static_cast<size_t>(p.C);
+  const size_t smem = sizeof(float) * kWarps * static_cast<size_t>(p.C) * (kMix ? 2 : 1);
   BwdArgs q = p;
   q.partials1 = partials_scratch();
   q.partials2 = q.partials1 + static_cast<int64_t>(kMaxBwdBlocks) * kMaxC;
   switch ((p.C + 255) / 256) {
-    case 1: bwd_vec_kernel<1, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
-    case 2: bwd_vec_kernel<2, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
-    case 3: bwd_vec_kernel<3, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
-    default: bwd_vec_kernel<4, kMix><<<grid, kThreads, smem, stream()>>>(q); break;
+    case 1: launch_bwd_kernel<1, kMix>(op, grid, smem, q); break;
+    case 2: launch_bwd_kernel<2, kMix>(op, grid, smem, q); break;
+    case 3: launch_bwd_kernel<3, kMix>(op, grid, smem, q); break;
+    default: launch_bwd_kernel<4, kMix>(op, grid, smem, q); break;
   }
-  PG_CUDA_LAUNCH_CHECK(op);
-  const unsigned cgrid = static_cast<unsigned>((p.C + 255) / 256);
-  sum_partials_kernel<<<cgrid, 256, 0, stream()>>>(q.partials1, static_cast<int>(grid), static_cast<int>(p.C), p.sum1);
-  if (kMix) sum_partials_kernel<<<cgrid, 256, 0, stream()>>>(q.partials2, static_cast<int>(grid), static_cast<int>(p.C), p.sum2);
+  const dim3 cgrid(static_cast<unsigned>((p.C + 31) / 32), kMix ? 2u : 1u);
+  sum_partials_kernel<<<cgrid, dim3(32, kSumRows), 0, stream()>>>(q.partials1, q.partials2, static_cast<int>(grid),
+                                                                   p.C, p.sum1, p.sum2);
   PG_CUDA_LAUNCH_CHECK(op);
   return true;
 }

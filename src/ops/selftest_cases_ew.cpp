@@ -183,7 +183,9 @@ void embedding_cases(std::vector<CaseMaker>& out, uint64_t seed) {
     int64_t N, V, C;
     bool big;
   };
-  for (const E e : {E{7, 5, 13, false}, E{40, 11, 64, false}, E{65536, 8192, 512, true}}) {
+  // C = 13: scalar kernels; C = 64 and 520 the vector ones (520: a lane's second 512-channel span, partly
+  // filled); 50 tokens over 7 rows: many adds into each row.
+  for (const E e : {E{7, 5, 13, false}, E{40, 11, 64, false}, E{50, 7, 520, false}, E{65536, 8192, 512, true}}) {
     const Shape sid{e.N}, st{e.V, e.C}, so{e.N, e.C};
     for (DType tt : {kF, kB}) {
       for (DType ot : {kF, kB}) {

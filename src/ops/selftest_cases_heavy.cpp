@@ -17,6 +17,25 @@ constexpr DType kF = DType::F32, kB = DType::BF16;
 const std::vector<std::pair<Shape, bool>> kRowShapes = {
     {Shape{7, 13}, false}, {Shape{33, 64}, false}, {Shape{65536, 512}, true}};
 
+// Rows of 16384 and more take row_normalize's block-per-row kernel (Newton–Schulz normalizes each matrix of a
+// stack as one row): vector (40000 = four 8192-element spans and a partial fifth) and scalar (odd length)
+// forms, and the stack of 11 512 x 2048 matrices.
+void long_row_normalize_cases(std::vector<CaseMaker>& out, uint64_t seed) {
+  for (const auto& [shape, big] : std::vector<std::pair<Shape, bool>>{
+           {Shape{3, 40000}, false}, {Shape{2, 16391}, false}, {Shape{11, 512 * 2048}, true}}) {
+    const Shape s = shape;
+    for (DType ut : {kF, kB}) {
+      out.push_back({"row_normalize", big, [=] {
+                       Builder b("row_normalize", dtype_label({ut}), s, seed);
+                       int x = b.add("x", b.in.normal(s, ut, 2.f));
+                       b.check(x, tol(ut, true));
+                       b.run([=](const T& t) { row_normalize(t[x], 1e-7f); });
+                       return b.done();
+                     }});
+    }
+  }
+}
+
 void optim_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   for (const auto& [shape, big] : kRowShapes) {
     const Shape s = shape;
@@ -343,6 +362,7 @@ void attention_bwd_kernel_cases(std::vector<CaseMaker>& out, uint64_t seed) {
 
 void add_heavy_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   optim_cases(out, seed);
+  long_row_normalize_cases(out, seed + 50);
   matmul_cases(out, seed + 100);
   attention_cases(out, seed + 200);
   attention_fwd_kernel_cases(out, seed + 300);

@@ -1,5 +1,7 @@
 // Parity cases of the record-stack ops (TECHNIQUES.md §5): XSA, SmearGate v1/v2, scalar mix and
 // document starts, BigramHash / trigram bucket ids.
+#include <cstring>
+
 #include "ops/bigram.h"
 #include "ops/documents.h"
 #include "ops/scalar_mix.h"
@@ -14,34 +16,54 @@ namespace {
 
 constexpr DType kF = DType::F32, kB = DType::BF16;
 
+// Every third (token, kv head) value row zeroed: the clamped norm (vh = 0, no radial term) on every path.
+Tensor zero_some_rows(Tensor v) {
+  const int64_t rows = v.numel() / v.dim(-1);
+  const size_t row_bytes = static_cast<size_t>(v.dim(-1)) * dtype_size(v.dtype());
+  for (int64_t r = 1; r < rows; r += 3) std::memset(static_cast<char*>(v.data()) + r * row_bytes, 0, row_bytes);
+  return v;
+}
+
+// Shapes: D = 8 / 16 / 32 / 64 / 128 / 256 and groups 1 / 2 / 4 / 8 take the vector kernels (team widths 1 to
+// 32 lanes; item counts that leave dead lanes in the last block); D = 40 and a group of 3 take the general
+// kernel. Modes: 0 plain, 1 in place (out = y; dy = dout), 2 zero value rows (clamped norm).
 void xsa_cases(std::vector<CaseMaker>& out, uint64_t seed) {
   struct R {
     Shape y;
     int64_t hkv;
     bool big;
   };
-  for (const R& r : {R{Shape{2, 9, 4, 16}, 2, false}, R{Shape{1, 5, 3, 40}, 3, false}, R{Shape{2, 7, 8, 64}, 4, false},
-                     R{Shape{48, 2048, 8, 64}, 4, true}}) {
+  for (const R& r : {R{Shape{2, 9, 4, 16}, 2, false}, R{Shape{1, 5, 3, 40}, 3, false},
+                     R{Shape{2, 7, 8, 64}, 4, false}, R{Shape{3, 5, 4, 64}, 4, false}, R{Shape{2, 9, 8, 32}, 2, false},
+                     R{Shape{1, 11, 8, 128}, 1, false}, R{Shape{2, 3, 2, 256}, 1, false}, R{Shape{1, 7, 2, 8}, 2, false},
+                     R{Shape{2, 5, 6, 64}, 2, false}, R{Shape{48, 2048, 8, 64}, 4, true}}) {
     const Shape sy = r.y, sv{r.y[0], r.y[1], r.hkv, r.y[3]};
     for (DType dt : {kF, kB}) {
-      out.push_back({"xsa_fwd", r.big, [=] {
-                       Builder b("xsa_fwd", dtype_label({dt}), sy, seed);
-                       int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", b.in.normal(sv, dt)),
-                           o = b.add("out", Inputs::poison(sy, dt));
-                       b.check(o, tol(dt, true));
-                       b.run([=](const T& t) { xsa_forward(t[y], t[v], t[o]); });
-                       return b.done();
-                     }});
-      out.push_back({"xsa_bwd", r.big, [=] {
-                       Builder b("xsa_bwd", dtype_label({dt}), sy, seed);
-                       int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", b.in.normal(sv, dt)),
-                           g = b.add("dout", b.in.normal(sy, dt)), dy = b.add("dy", Inputs::poison(sy, dt)),
-                           dv = b.add("dv", Inputs::poison(sv, dt));
-                       b.check(dy, tol(dt, true));
-                       b.check(dv, tol(dt, true));
-                       b.run([=](const T& t) { xsa_backward(t[y], t[v], t[g], t[dy], t[dv]); });
-                       return b.done();
-                     }});
+      for (int mode : {0, 1, 2}) {
+        if (r.big && mode != 0) continue;
+        const char* suffix = mode == 1 ? "(in place)" : mode == 2 ? "(zero v rows)" : "";
+        const std::string fop = std::string("xsa_fwd") + suffix, bop = std::string("xsa_bwd") + suffix;
+        out.push_back({fop, r.big, [=] {
+                         Builder b(fop, dtype_label({dt}), sy, seed);
+                         Tensor vh = b.in.normal(sv, dt);
+                         int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", mode == 2 ? zero_some_rows(vh) : vh),
+                             o = b.add("out", Inputs::poison(sy, dt));
+                         b.check(mode == 1 ? y : o, tol(dt, true));
+                         b.run([=](const T& t) { xsa_forward(t[y], t[v], t[mode == 1 ? y : o]); });
+                         return b.done();
+                       }});
+        out.push_back({bop, r.big, [=] {
+                         Builder b(bop, dtype_label({dt}), sy, seed);
+                         Tensor vh = b.in.normal(sv, dt);
+                         int y = b.add("y", b.in.normal(sy, dt)), v = b.add("v", mode == 2 ? zero_some_rows(vh) : vh),
+                             g = b.add("dout", b.in.normal(sy, dt)), dy = b.add("dy", Inputs::poison(sy, dt)),
+                             dv = b.add("dv", Inputs::poison(sv, dt));
+                         b.check(mode == 1 ? g : dy, tol(dt, true));
+                         b.check(dv, tol(dt, true));
+                         b.run([=](const T& t) { xsa_backward(t[y], t[v], t[g], t[mode == 1 ? g : dy], t[dv]); });
+                         return b.done();
+                       }});
+      }
     }
   }
 }

@@ -1,6 +1,8 @@
 // Parity cases of the fused residual update + RMSNorm (ops/residual_norm.h), forward and backward, add
-// and mix forms. Shapes: C = 13 and a misaligned-free odd C take the general kernels, C = 64 / 384 /
-// 512 the vector kernel (384: a partial second group of lanes), and the training shape (64x1024, 512).
+// and mix forms. Shapes: C = 13 takes the general kernels, C = 64 / 384 / 512 / 768 / 1024 the vector
+// kernels (one to four 256-channel groups per lane; 384: a partial second group; 1024: the mix backward's
+// 64 KB of shared channel sums, above the default limit), 4500 x 136 enough rows that the backward's
+// warps walk several rows each (and a partial first group), and the training shape (64x1024, 512).
 // The stream (x, y, dy) is f32; n, dn, f, x0 and their gradients in the activation dtype (f32 or bf16).
 #include "ops/residual_norm.h"
 #include "ops/selftest.h"
@@ -18,7 +20,8 @@ struct Sh {
   Shape s;
   bool big;
 };
-const Sh kShapes[] = {{Shape{7, 13}, false}, {Shape{33, 64}, false}, {Shape{19, 384}, false},
+const Sh kShapes[] = {{Shape{7, 13}, false},    {Shape{33, 64}, false},    {Shape{19, 384}, false},
+                      {Shape{5, 768}, false},    {Shape{9, 1024}, false},   {Shape{4500, 136}, false},
                       {Shape{65536, 512}, true}};
 
 std::string name(const char* base, float g, const char* extra = "") {
