@@ -193,8 +193,9 @@ template <int kN> void launch_fwd_wgmma(const attn::FwdArgs& a, const Dims& d) {
   PG_CUDA_LAUNCH_CHECK("attention_forward (wgmma flash kernel)");
 }
 
-// The wgmma backward PGOLF_ATTN_BWD=wgmma means (not measured on the GPU yet).
-constexpr AttnBwdKernel kDefaultBwdWgmma = AttnBwdKernel::Wgmma128;
+// The wgmma backward PGOLF_ATTN_BWD=wgmma and Auto mean. H200, B=48 T=2048 Hq=8 Hkv=4 causal (docs/BENCHMARKS.md):
+// wgmma64 2.340 ms (220 TFLOP/s), wgmma128 2.393 ms, v1 2.888 ms.
+constexpr AttnBwdKernel kDefaultBwdWgmma = AttnBwdKernel::Wgmma64;
 
 AttnBwdKernel env_bwd_kernel() {
   static const AttnBwdKernel k = [] {
@@ -211,12 +212,12 @@ AttnBwdKernel env_bwd_kernel() {
   return k;
 }
 
-// Auto stays v1 until the wgmma kernel is measured on the GPU; a wgmma kernel off compute capability 9.0
-// falls back to v1.
+// Auto: the wgmma backward on compute capability 9.0, else v1 (a wgmma kernel asked for elsewhere falls back
+// to v1 too).
 AttnBwdKernel choose_bwd_kernel() {
   AttnBwdKernel k = attention_bwd_kernel_override();
   if (k == AttnBwdKernel::Auto) k = env_bwd_kernel();
-  if (k == AttnBwdKernel::Auto) k = AttnBwdKernel::V1;
+  if (k == AttnBwdKernel::Auto) k = device_runs_wgmma() ? kDefaultBwdWgmma : AttnBwdKernel::V1;
   return k == AttnBwdKernel::V1 || device_runs_wgmma() ? k : AttnBwdKernel::V1;
 }
 

@@ -39,9 +39,9 @@ const char* attn_fwd_kernel_name(AttnFwdKernel k);
 // attention_bwd_wgmma.cuh (warpgroup MMAs, compute capability 9.0 only) with 128 keys per block of 2
 // warpgroups (one block per SM) / 64 keys per block of 1 warpgroup (two blocks per SM). WgmmaDqMma: the
 // 128-key kernel with its dQ product on mma.sync instead of a transposed-A wgmma (a diagnostic variant).
-// Auto: V1 for now. The environment variable PGOLF_ATTN_BWD=v1|wgmma|wgmma128|wgmma64|wgmma-dqmma (wgmma =
-// the default wgmma kernel, wgmma128) replaces Auto; set_attention_bwd_kernel (selftests, benchmarks)
-// overrides both until reset to Auto. A wgmma kernel asked for on a device that cannot run it falls back to V1.
+// Auto: wgmma64 on compute capability 9.0, else V1. The environment variable
+// PGOLF_ATTN_BWD=v1|wgmma|wgmma128|wgmma64|wgmma-dqmma (wgmma = the default wgmma kernel, wgmma64) replaces
+// Auto; set_attention_bwd_kernel (selftests, benchmarks) overrides both until reset to Auto. A wgmma kernel asked for on a device that cannot run it falls back to V1.
 enum class AttnBwdKernel { Auto, V1, Wgmma128, Wgmma64, WgmmaDqMma };
 void set_attention_bwd_kernel(AttnBwdKernel k);
 AttnBwdKernel attention_bwd_kernel_override();  // the value set above (Auto if none)
