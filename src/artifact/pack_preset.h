@@ -13,13 +13,23 @@
 //                    (RTN + the same search), lzma-9 (§7.12).
 //   pr915:           GPTQ-lite (§7.4): RTN int6 with the best of the five percentile rules per
 //                    matrix (whole-matrix MSE), int8 embedding, lzma (§7.12).
+//   pr1672:          seed #1672 (GDN hybrid, table (a)): full GPTQ int6 with the eigendecomposition
+//                    Hessian repair (§7.5, §7.6; always on in quant/gptq) and the percentile clip
+//                    search by Hessian-weighted error on every matrix — attention, MLP and the
+//                    GatedDeltaNet projections, W_a/W_b (role Gate) included —, GPTQ int8 tied
+//                    embedding (the spec names no embedding format for this seed), brotli-11 only,
+//                    size-descending tensor order only (§7.12). The seed calibrated on AR
+//                    self-generated text (§7.5); pgolf pack has no such source and calibrates on
+//                    training batches like every preset.
 //   baseline:        int8 RTN with the baseline's 99.99984th-percentile clip everywhere, zlib-9.
 // Compressors: each preset lists its record's compressor first; the solver keeps the smallest.
+// Orders: empty = the solver tries every LayoutOrder; a preset may pin its record's.
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "artifact/compress.h"
+#include "artifact/writer.h"
 #include "quant/policy.h"
 
 namespace pgolf::artifact {
@@ -29,7 +39,12 @@ struct PackPreset {
   quant::QuantPolicy policy;
   bool lqer = false;
   std::vector<Compressor> compressors;  // empty: the solver's default list
+  std::vector<LayoutOrder> orders;      // empty: the solver's default list (all orders)
+  std::string note;                     // where pgolf departs from the record; printed by pgolf pack
 };
+
+// The solver options of `preset`: SolverOptions defaults with the preset's compressor and order lists.
+SolverOptions preset_solver(const PackPreset& preset);
 
 inline constexpr std::string_view kDefaultPackPreset = "top-2026-04-27";
 

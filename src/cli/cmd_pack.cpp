@@ -61,13 +61,13 @@ std::string find_source_dir(const std::string& given) {
 }
 
 artifact::SolverOptions solver_for(const PackArgs& a, const artifact::PackPreset& preset) {
-  artifact::SolverOptions s;
-  if (!preset.compressors.empty()) s.compressors = preset.compressors;
+  artifact::SolverOptions s = artifact::preset_solver(preset);
   if (a.quick) {
-    // The format fixes each compressor's level, so "quick" means one cheap trial per section.
+    // The format fixes each compressor's level, so "quick" means one cheap trial per section; a
+    // preset that pins one layout order (pr1672: size-descending) keeps it, which costs no trial.
     s.compressors = {artifact::Compressor::Zlib9};
     s.shuffle_strides = {1};
-    s.orders = {artifact::LayoutOrder::Given};
+    if (preset.orders.size() != 1) s.orders = {artifact::LayoutOrder::Given};
     s.transposed_codes = {false};
   }
   if (a.compressor != "auto") {
@@ -90,6 +90,7 @@ void run_pack(const PackArgs& a) {
   std::printf("pgolf pack: %s (%lld parameters) on %s\n", a.run_dir.c_str(),
               static_cast<long long>(gpt->params().count_elements()), std::string(device_name(dev)).c_str());
 
+  if (!preset.note.empty()) std::printf("preset %s: %s\n", preset.name.c_str(), preset.note.c_str());
   std::map<std::string, quant::LinearHessian> hessians;
   quant::CalibrationStats cs;
   if (a.calib_batches > 0) {
@@ -194,7 +195,7 @@ void add_pack_commands(CLI::App& app) {
   pack->add_option("--calib-data", a->calib_data, "Token shards for calibration (default: the run's data.train)");
   pack->add_option("--preset", a->preset,
                    "Quantization preset: top-2026-04-27 (default), rec-2026-04-09, pr1658, pr1555, pr1072, pr915, "
-                   "baseline (docs/ARTIFACT.md)");
+                   "pr1672 (GDN hybrid seed), baseline (docs/ARTIFACT.md)");
   pack->add_option("--clip-search", a->clip_search, "preset | off | matrix | row: clip search of the int-N matrices");
   pack->add_option("--bits", a->bits, "Bits of the attention and MLP matrices (default: the preset's)");
   pack->add_option("--embed-bits", a->embed_bits, "Bits of the tied embedding (default: the preset's)");
